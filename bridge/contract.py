@@ -1,0 +1,54 @@
+"""The names shared by agents and the bridge: subjects, streams and headers.
+
+This module is the whole contract between the agent SDKs and the bridge runtimes; it holds
+constants and tiny pure helpers only, so both sides can import it without pulling anything else.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Edge agents publish work for the cloud to ``rb.out.<capability>``.
+OUTBOUND_PREFIX: Final = "rb.out."
+#: The cloud gateway publishes accepted envelopes to ``rb.in.<capability>``.
+INBOUND_PREFIX: Final = "rb.in."
+#: Cloud agents publish replies for a site to ``rb.reply.<site>``.
+REPLY_PREFIX: Final = "rb.reply."
+
+STREAM_OUT: Final = "RB_OUT"
+STREAM_IN: Final = "RB_IN"
+STREAM_REPLY: Final = "RB_REPLY"
+STREAM_QUARANTINE: Final = "RB_QUARANTINE"
+
+#: Classification of a message: ``public`` < ``internal`` < ``confidential`` < ``restricted``.
+HEADER_CLASS: Final = "Rb-Class"
+#: Local subject on which the sender wants the reply.
+HEADER_REPLY_TO: Final = "Rb-Reply-To"
+HEADER_MSG_ID: Final = "Nats-Msg-Id"
+HEADER_SITE: Final = "Rb-Site"
+HEADER_RB_MSG_ID: Final = "Rb-Msg-Id"
+HEADER_RULE: Final = "Rb-Rule"
+HEADER_POLICY: Final = "Rb-Policy"
+HEADER_REPLY_TOKEN: Final = "Rb-Reply"
+HEADER_STATUS: Final = "Rb-Status"
+HEADER_REASON: Final = "Rb-Reason"
+
+#: Header prefixes the bridge owns; values arriving from the edge are never passed through.
+RESERVED_HEADER_PREFIXES: Final = ("Nats-", "Rb-")
+
+CLASSIFICATIONS: Final = ("public", "internal", "confidential", "restricted")
+
+
+def outbound_subject(capability: str) -> str:
+    """The local subject an edge agent publishes to for ``capability``."""
+    return OUTBOUND_PREFIX + capability
+
+
+def inbound_subject(capability: str) -> str:
+    """The cloud subject on which cloud agents receive ``capability``."""
+    return INBOUND_PREFIX + capability
+
+
+def reply_subject(site: str) -> str:
+    """The cloud subject on which replies for ``site`` are published."""
+    return REPLY_PREFIX + site

@@ -1,0 +1,277 @@
+"""The decision: from one message to allow (where, in what form) or deny (why).
+
+``Engine.evaluate`` is synchronous and pure. Rules are tried in order and the first that matches
+decides; no match is a deny. An allowed message is parsed, transformed, re-serialised and then
+scanned whole by the leak guard: a detector class that the rule does not ``permit`` turns the
+allow into a deny. Any exception on the way is a deny too; an error never lets a message out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from bridge.contract import CLASSIFICATIONS, HEADER_CLASS
+from bridge.errors import UnknownKeyError
+from bridge.policy.detectors import BUILTIN_DETECTORS, Detector, DetectorSet, custom_detector
+from bridge.policy.keyring import CryptoKey, KeyRing
+from bridge.policy.model import ResidencyPolicy, Rule
+from bridge.policy.paths import FieldPath
+from bridge.policy.payload import PayloadError, PayloadLimits, parse_payload
+from bridge.policy.subjects import SubjectPattern, subject_error
+from bridge.policy.transforms import Applied, FieldTransform, reidentify_value, token_version
+
+Verdict = Literal["allow", "deny"]
+_SUBJECT_CACHE_LIMIT = 4096
+# JSON escapes glue text together ("\n123-45-6789" serialises as "\\n123-45-6789", where \b
+# would not see the start of the number); the leak guard reads them as spaces.
+_JSON_ESCAPE = re.compile(rb"\\(?:u[0-9a-fA-F]{4}|.)")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message as the bridge sees it: the capability subject, headers and payload bytes."""
+
+    subject: str
+    payload: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome for one message. A deny carries no payload."""
+
+    verdict: Verdict
+    reason: str
+    rule: str | None
+    policy: str
+    revision: int
+    classification: str | None = None
+    destinations: tuple[str, ...] = ()
+    transforms: tuple[Applied, ...] = ()
+    payload: bytes | None = None
+    detail: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict == "allow"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    name: str
+    index: int
+    allow: bool
+    patterns: tuple[SubjectPattern, ...]
+    classes: frozenset[str] | None
+    destinations: tuple[str, ...]
+    transforms: tuple[FieldTransform, ...]
+    permit: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyDecision:
+    """What a reply rule did to a reply: the payload for the local agent, and what changed."""
+
+    rule: str | None
+    payload: bytes
+    reidentified: int
+    failed: int
+
+
+class Engine:
+    """A policy compiled for evaluation, bound to the keys it needs."""
+
+    def __init__(self, policy: ResidencyPolicy, keys: KeyRing, revision: int | None = None) -> None:
+        """Compile ``policy``; raises :class:`UnknownKeyError` when ``keys`` lacks a named key."""
+        spec = policy.spec
+        self.policy = policy
+        self.name = policy.metadata.name
+        self.revision = policy.metadata.revision if revision is None else revision
+        self.default_class = spec.defaults.classification
+        self.limits = PayloadLimits.of(spec.limits)
+        self._keys = keys
+        custom = [
+            custom_detector(name, d.pattern, d.description) for name, d in spec.detectors.items()
+        ]
+        self.detectors: tuple[Detector, ...] = (*BUILTIN_DETECTORS.values(), *custom)
+        self.scanner = DetectorSet.of(self.detectors)
+        self._current: dict[str, CryptoKey] = {}
+        self.rules = tuple(self._compile(index, rule) for index, rule in enumerate(spec.rules))
+        self._by_subject: dict[str, tuple[CompiledRule, ...]] = {}
+        self._versions: dict[tuple[str, int], CryptoKey] = {}
+
+    def _key(self, name: str) -> CryptoKey:
+        if name not in self._current:
+            self._current[name] = CryptoKey.derive(self._keys.current(name))
+        return self._current[name]
+
+    def _compile(self, index: int, rule: Rule) -> CompiledRule:
+        transforms = tuple(
+            FieldTransform(
+                FieldPath.parse(t.path),
+                t.action,
+                key=self._key(t.key) if t.key else None,
+                detectors=frozenset(t.detectors) if t.detectors else None,
+                scanner=self.scanner,
+            )
+            for t in rule.transform
+        )
+        return CompiledRule(
+            rule.name,
+            index,
+            rule.decision == "allow",
+            tuple(SubjectPattern.parse(s) for s in rule.match.subjects),
+            frozenset(rule.match.classification) if rule.match.classification else None,
+            rule.destinations,
+            transforms,
+            frozenset(rule.permit),
+        )
+
+    # --- outbound ------------------------------------------------------------------------
+
+    def candidates(self, subject: str) -> tuple[CompiledRule, ...] | None:
+        """The rules whose subjects match ``subject``, in order; None if it is not a subject."""
+        found = self._by_subject.get(subject)
+        if found is None:
+            if subject_error(subject, pattern=False) is not None:
+                return None
+            tokens = subject.split(".")
+            found = tuple(
+                rule for rule in self.rules if any(p.matches(tokens) for p in rule.patterns)
+            )
+            if len(self._by_subject) >= _SUBJECT_CACHE_LIMIT:
+                self._by_subject.clear()
+            self._by_subject[subject] = found
+        return found
+
+    def classify(self, headers: Mapping[str, str]) -> str | None:
+        """The message's classification, the policy default when absent, None when invalid."""
+        value = headers.get(HEADER_CLASS)
+        if value is None:
+            return self.default_class
+        return value if value in CLASSIFICATIONS else None
+
+    def evaluate(self, message: Message) -> Decision:
+        """Decide for one message. Never raises: an error is a deny with reason ``error:<kind>``."""
+        try:
+            return self._evaluate(message)
+        except Exception as error:  # fail closed, whatever went wrong
+            return self._deny(
+                f"error:{type(error).__name__}", None, None, "internal error while deciding"
+            )
+
+    def _deny(
+        self, reason: str, rule: str | None, classification: str | None, detail: str = ""
+    ) -> Decision:
+        return Decision(
+            "deny", reason, rule, self.name, self.revision, classification, detail=detail
+        )
+
+    def _evaluate(self, message: Message) -> Decision:
+        classification = self.classify(message.headers)
+        if classification is None:
+            return self._deny(
+                "bad-classification",
+                None,
+                None,
+                f"{HEADER_CLASS} must be one of {', '.join(CLASSIFICATIONS)}",
+            )
+        rules = self.candidates(message.subject)
+        if rules is None:
+            return self._deny(
+                "bad-subject", None, classification, "the subject is not a valid NATS subject"
+            )
+        rule = next((r for r in rules if r.classes is None or classification in r.classes), None)
+        if rule is None:
+            return self._deny(
+                "no-matching-rule",
+                None,
+                classification,
+                "no rule matches; nothing leaves by default",
+            )
+        if not rule.allow:
+            return self._deny(f"rule:{rule.name}", rule.name, classification, "denied by rule")
+        try:
+            document = parse_payload(message.payload, self.limits)
+        except PayloadError as error:
+            return self._deny(f"payload:{error.code}", rule.name, classification, error.detail)
+        applied = tuple(Applied(t.path.text, t.action, t.apply(document)) for t in rule.transforms)
+        output = orjson.dumps(document)
+        leaked = self.first_unpermitted(output, rule.permit)
+        if leaked is not None:
+            return Decision(
+                "deny", f"leak-guard:{leaked}", rule.name, self.name, self.revision, classification,
+                transforms=applied, detail=f"the output still holds a value of class {leaked!r}",
+            )  # fmt: skip
+        return Decision(
+            "allow", f"rule:{rule.name}", rule.name, self.name, self.revision, classification,
+            rule.destinations, applied, output,
+        )  # fmt: skip
+
+    def first_unpermitted(self, output: bytes, permit: frozenset[str]) -> str | None:
+        """The first detector class found in ``output`` that ``permit`` does not allow."""
+        text = _JSON_ESCAPE.sub(b" ", output) if b"\\" in output else output
+        for found in self.scanner.classes_in(text, stop_unless=permit):
+            if found not in permit:
+                return found
+        return None
+
+    # --- replies -------------------------------------------------------------------------
+
+    def evaluate_reply(self, subject: str, payload: bytes) -> ReplyDecision:
+        """Re-identify the tokens a reply rule names; other fields are passed as they are.
+
+        Raises :class:`~bridge.policy.payload.PayloadError` for a malformed reply payload.
+        """
+        rule = self.reply_rule(subject)
+        if rule is None or not rule.reidentify:
+            parse_payload(payload, self.limits)
+            return ReplyDecision(rule.name if rule else None, payload, 0, 0)
+        document = parse_payload(payload, self.limits)
+        allowed = rule.keys if rule.keys is not None else self.policy.spec.keys
+        done = failed = 0
+        for text in rule.reidentify:
+            for container, slot in FieldPath.parse(text).locate(document):
+                value = container[slot]
+                version = token_version(value) if type(value) is str else None
+                if version is None:
+                    continue
+                restored = self._reidentify(value, version, allowed)
+                if restored is _FAILED:
+                    failed += 1
+                else:
+                    container[slot] = restored
+                    done += 1
+        return ReplyDecision(rule.name or "reply", orjson.dumps(document), done, failed)
+
+    def reply_rule(self, subject: str) -> Any:
+        if subject_error(subject, pattern=False) is not None:
+            return None
+        tokens = subject.split(".")
+        for rule in self.policy.spec.replies:
+            if any(SubjectPattern.parse(s).matches(tokens) for s in rule.match.subjects):
+                return rule
+        return None
+
+    def _reidentify(self, token: str, version: int, allowed: tuple[str, ...]) -> Any:
+        for name in allowed:
+            key = self._versions.get((name, version))
+            if key is None:
+                try:
+                    key = CryptoKey.derive(self._keys.get(name, version))
+                except UnknownKeyError:
+                    continue
+                self._versions[(name, version)] = key
+            try:
+                return reidentify_value(token, key)
+            except ValueError:
+                continue
+        return _FAILED
+
+
+_FAILED = object()

@@ -1,0 +1,420 @@
+"""Loading policy files: every problem at once, each with its place, a code and a hint.
+
+Validation runs in two passes over the same YAML: the pydantic models check each value's shape,
+and :func:`_cross_references` checks what needs the whole document (declared destinations, keys
+and detectors, duplicate names, shadowed rules). The second pass reads the raw data tolerantly,
+so it still reports its findings when the first pass found problems elsewhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import types
+import typing
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from bridge.errors import PolicyLoadError, Problem
+from bridge.policy.detectors import BUILTIN_DETECTORS, custom_detector
+from bridge.policy.model import ResidencyPolicy
+from bridge.policy.paths import FieldPath
+from bridge.policy.source import MAX_POLICY_FILE_BYTES, Source, Trail, read_yaml
+from bridge.policy.subjects import SubjectPattern, subject_error
+
+POLICY_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPolicy:
+    """A valid policy and where it came from."""
+
+    policy: ResidencyPolicy
+    file: str
+    sha256: str
+    source: Source
+
+    def line_of_rule(self, index: int) -> int:
+        return self.source.where(("spec", "rules", index))[0]
+
+
+def load_policy_file(path: str | Path) -> LoadedPolicy:
+    """Load one policy file, or raise :class:`PolicyLoadError` listing every problem."""
+    file = str(path)
+    try:
+        data = (
+            Path(path).read_bytes() if Path(path).stat().st_size <= MAX_POLICY_FILE_BYTES else None
+        )
+    except OSError as error:
+        raise PolicyLoadError(
+            [Problem(file, 1, 1, "unreadable", error.strerror or str(error))]
+        ) from None
+    if data is None:
+        raise PolicyLoadError(
+            [
+                Problem(
+                    file,
+                    1,
+                    1,
+                    "too-large",
+                    f"policy files are limited to {MAX_POLICY_FILE_BYTES} bytes",
+                )
+            ]
+        )
+    return load_policy_bytes(file, data)
+
+
+def load_policy_bytes(file: str, data: bytes) -> LoadedPolicy:
+    """Load a policy from bytes; ``file`` names it in problems."""
+    if len(data) > MAX_POLICY_FILE_BYTES:
+        raise PolicyLoadError(
+            [
+                Problem(
+                    file,
+                    1,
+                    1,
+                    "too-large",
+                    f"policy files are limited to {MAX_POLICY_FILE_BYTES} bytes",
+                )
+            ]
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise PolicyLoadError(
+            [Problem(file, line, 1, "not-utf8", "the file is not valid UTF-8")]
+        ) from None
+    source, problems = read_yaml(file, text)
+    if problems:
+        raise PolicyLoadError(problems)
+    if not isinstance(source.data, dict):
+        raise PolicyLoadError(
+            [source.problem((), "not-a-policy", "a policy file holds a mapping at the top")]
+        )
+    policy: ResidencyPolicy | None = None
+    try:
+        policy = ResidencyPolicy.model_validate(source.data)
+    except ValidationError as error:
+        problems.extend(_from_validation(source, error))
+    problems.extend(_cross_references(source))
+    if problems:
+        raise PolicyLoadError(sorted(set(problems), key=lambda p: (p.line, p.column, p.code)))
+    assert policy is not None
+    return LoadedPolicy(policy, file, hashlib.sha256(data).hexdigest(), source)
+
+
+def policy_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand directories into the policy files they hold (``*.yaml``, ``*.yml``), sorted."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(
+                sorted(p for p in path.iterdir() if p.suffix in POLICY_SUFFIXES and p.is_file())
+            )
+        else:
+            found.append(path)
+    return found
+
+
+def load_policies(paths: Iterable[str | Path]) -> list[LoadedPolicy]:
+    """Load every policy under ``paths``; raise once with the problems of all files."""
+    loaded: list[LoadedPolicy] = []
+    problems: list[Problem] = []
+    files = policy_files(paths)
+    if not files:
+        raise PolicyLoadError(
+            [Problem(", ".join(map(str, paths)), 1, 1, "no-policy", "no policy files found")]
+        )
+    for file in files:
+        try:
+            loaded.append(load_policy_file(file))
+        except PolicyLoadError as error:
+            problems.extend(error.problems)
+    if problems:
+        raise PolicyLoadError(problems)
+    return loaded
+
+
+# --- first pass: pydantic errors, placed and explained -------------------------------------
+
+
+def _from_validation(source: Source, error: ValidationError) -> Iterator[Problem]:
+    for item in error.errors(include_url=False):
+        trail: Trail = tuple(part for part in item["loc"] if isinstance(part, str | int))
+        kind = item["type"]
+        value = item.get("input")
+        if kind == "extra_forbidden":
+            key = str(trail[-1])
+            known = _known_keys(trail[:-1])
+            yield source.problem(
+                trail, "unknown-key", f"unknown key {key!r}{_hint(key, known)}", key=True
+            )
+        elif kind == "missing":
+            yield source.problem(trail[:-1], "missing-key", f"missing required key {trail[-1]!r}")
+        elif kind == "literal_error":
+            expected = item.get("ctx", {}).get("expected", "")
+            yield source.problem(trail, "bad-value", f"{_short(value)} is not one of {expected}")
+        elif kind == "string_pattern_mismatch":
+            yield source.problem(
+                trail, "bad-name", f"{_short(value)} does not match {item['ctx']['pattern']}"
+            )
+        elif kind == "value_error":
+            message = str(item["msg"]).removeprefix("Value error, ")
+            code = (
+                "bad-subject"
+                if "subject pattern" in message
+                else "bad-path"
+                if "bad path" in message
+                else "invalid"
+            )
+            yield source.problem(trail, code, message)
+        else:
+            yield source.problem(trail, "invalid", f"{item['msg'].lower()}, got {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _hint(word: str, known: Sequence[str]) -> str:
+    if not known:
+        return ""
+    close = difflib.get_close_matches(word, known, n=1)
+    listing = ", ".join(known)
+    return f" (did you mean {close[0]!r}? known: {listing})" if close else f" (known: {listing})"
+
+
+def _known_keys(trail: Trail) -> list[str]:
+    """The field names allowed at ``trail`` in the model tree (for 'did you mean' hints)."""
+    model: Any = ResidencyPolicy
+    for part in trail:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            # A dict of models: the part is a user-chosen name.
+            model = _model_in(model)
+            continue
+        info = model.model_fields.get(part)
+        if info is None:
+            return []
+        model = _model_in(info.annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (tuple, list, dict, typing.Union, types.UnionType):
+        for argument in reversed(typing.get_args(annotation)):
+            found = _model_in(argument)
+            if found is not None:
+                return found
+    if origin is typing.Annotated:
+        return _model_in(typing.get_args(annotation)[0])
+    return None
+
+
+# --- second pass: what needs the whole policy --------------------------------------------
+
+
+def _items(value: Any) -> list[tuple[int, Any]]:
+    return list(enumerate(value)) if isinstance(value, list) else []
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _strings(value: Any) -> list[tuple[int, str]]:
+    return [(index, item) for index, item in _items(value) if isinstance(item, str)]
+
+
+def _cross_references(source: Source) -> list[Problem]:
+    problems: list[Problem] = []
+    spec = _mapping(_mapping(source.data).get("spec"))
+    destinations = sorted(key for key in _mapping(spec.get("destinations")) if isinstance(key, str))
+    keys = sorted(name for _, name in _strings(spec.get("keys")))
+    detectors = list(BUILTIN_DETECTORS)
+    for detector_name, declared in _mapping(spec.get("detectors")).items():
+        trail: Trail = ("spec", "detectors", detector_name)
+        if detector_name in BUILTIN_DETECTORS:
+            problems.append(
+                source.problem(
+                    trail,
+                    "detector-detector_name-taken",
+                    f"{detector_name!r} is a built-in detector; choose another detector_name",
+                    key=True,
+                )
+            )
+            continue
+        detectors.append(detector_name)
+        pattern = _mapping(declared).get("pattern")
+        if isinstance(pattern, str):
+            try:
+                custom_detector(detector_name, pattern)
+            except ValueError as error:
+                problems.append(
+                    source.problem(
+                        (*trail, "pattern"), "bad-pattern", f"detector {detector_name!r}: {error}"
+                    )
+                )
+
+    def check_name(trail: Trail, value: str, known: list[str], code: str, what: str) -> None:
+        if value not in known:
+            problems.append(
+                source.problem(trail, code, f"unknown {what} {value!r}{_hint(value, known)}")
+            )
+
+    rule_names: dict[str, int] = {}
+    matchers: list[tuple[str, int, list[SubjectPattern], frozenset[str] | None]] = []
+    for index, rule in _items(spec.get("rules")):
+        rule = _mapping(rule)
+        base: Trail = ("spec", "rules", index)
+        name = rule.get("name")
+        if isinstance(name, str):
+            if name in rule_names:
+                problems.append(
+                    source.problem(
+                        (*base, "name"),
+                        "duplicate-rule",
+                        f"rule name {name!r} is already used on line {rule_names[name]}",
+                    )
+                )
+            else:
+                rule_names[name] = source.where((*base, "name"))[0]
+        for position, destination in _strings(rule.get("destinations")):
+            check_name(
+                (*base, "destinations", position),
+                destination,
+                destinations,
+                "unknown-destination",
+                "destination",
+            )
+        for position, detector in _strings(rule.get("permit")):
+            check_name(
+                (*base, "permit", position), detector, detectors, "unknown-detector", "detector"
+            )
+        for position, transform in _items(rule.get("transform")):
+            transform = _mapping(transform)
+            place: Trail = (*base, "transform", position)
+            if isinstance(transform.get("key"), str):
+                check_name(
+                    (*place, "key"),
+                    transform["key"],
+                    keys,
+                    "unknown-key-name",
+                    "key (declare it in spec.keys)",
+                )
+            for at, detector in _strings(transform.get("detectors")):
+                check_name(
+                    (*place, "detectors", at), detector, detectors, "unknown-detector", "detector"
+                )
+        problems.extend(_shadowing(source, base, rule, matchers))
+
+    reply_names: set[str] = set()
+    for index, reply in _items(spec.get("replies")):
+        reply = _mapping(reply)
+        base = ("spec", "replies", index)
+        name = reply.get("name")
+        if isinstance(name, str):
+            if name in reply_names:
+                problems.append(
+                    source.problem(
+                        (*base, "name"), "duplicate-rule", f"reply rule name {name!r} is used twice"
+                    )
+                )
+            reply_names.add(name)
+        for position, key in _strings(reply.get("keys")):
+            check_name(
+                (*base, "keys", position),
+                key,
+                keys,
+                "unknown-key-name",
+                "key (declare it in spec.keys)",
+            )
+
+    for index, case in _items(spec.get("tests")):
+        case = _mapping(case)
+        base = ("spec", "tests", index)
+        subject = _mapping(case.get("message")).get("subject")
+        if (
+            isinstance(subject, str)
+            and (problem := subject_error(subject, pattern=False)) is not None
+        ):
+            problems.append(
+                source.problem(
+                    (*base, "message", "subject"), "bad-subject", f"{subject!r}: {problem}"
+                )
+            )
+        expect = _mapping(case.get("expect"))
+        if isinstance(expect.get("rule"), str):
+            check_name(
+                (*base, "expect", "rule"), expect["rule"], list(rule_names), "unknown-rule", "rule"
+            )
+        if isinstance(expect.get("destination"), str):
+            check_name(
+                (*base, "expect", "destination"),
+                expect["destination"],
+                destinations,
+                "unknown-destination",
+                "destination",
+            )
+        for field in ("absent", "present"):
+            for position, path in _strings(expect.get(field)):
+                try:
+                    FieldPath.parse(path)
+                except ValueError as error:
+                    problems.append(
+                        source.problem(
+                            (*base, "expect", field, position),
+                            "bad-path",
+                            f"bad path {path!r}: {error}",
+                        )
+                    )
+    return problems
+
+
+def _shadowing(
+    source: Source,
+    base: Trail,
+    rule: dict[str, Any],
+    earlier: list[tuple[str, int, list[SubjectPattern], frozenset[str] | None]],
+) -> list[Problem]:
+    """A problem if an earlier rule matches everything this one does; records this rule."""
+    match = _mapping(rule.get("match"))
+    subjects = [text for _, text in _strings(match.get("subjects"))]
+    if not subjects or any(subject_error(text, pattern=True) for text in subjects):
+        return []
+    patterns = [SubjectPattern.parse(text) for text in subjects]
+    levels = match.get("classification")
+    classes = (
+        frozenset(level for _, level in _strings(levels)) if isinstance(levels, list) else None
+    )
+    name = str(rule.get("name", f"#{base[-1]}"))
+    found: list[Problem] = []
+    for other_name, other_line, other_patterns, other_classes in earlier:
+        covers_subjects = all(
+            any(mine.covers(theirs) for mine in other_patterns) for theirs in patterns
+        )
+        covers_classes = other_classes is None or (classes is not None and classes <= other_classes)
+        if covers_subjects and covers_classes:
+            found.append(
+                source.problem(
+                    (*base, "match"),
+                    "shadowed-rule",
+                    f"rule {name!r} can never match: rule {other_name!r} (line {other_line}) "
+                    "matches every message it would; move it above that rule or narrow the earlier one",
+                )
+            )
+            break
+    earlier.append((name, source.where(base)[0], patterns, classes))
+    return found

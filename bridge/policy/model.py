@@ -1,0 +1,250 @@
+"""The residency policy language as pydantic models: frozen, strict about unknown keys.
+
+These models are the single source of the JSON Schema (``rbridge policy schema``). They check
+what one value can tell about itself (a subject's syntax, a path's syntax, a transform's
+options); what needs the whole policy (declared destinations, keys and detectors, duplicate
+names, shadowed rules) is checked by :mod:`bridge.policy.loader`, so that every problem is
+reported in one run.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bridge.policy.paths import FieldPath
+from bridge.policy.subjects import subject_error
+
+API_VERSION = "rbridge/v1"
+KIND = "ResidencyPolicy"
+SCHEMA_ID = "https://rbridge.dev/schema/residency-policy.schema.json"
+
+Classification = Literal["public", "internal", "confidential", "restricted"]
+Action = Literal["drop", "mask", "hash", "tokenize"]
+Verdict = Literal["allow", "deny"]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")]
+RuleName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+
+class Metadata(_Model):
+    name: Name = Field(description="Short name of the policy, e.g. 'claims'.")
+    revision: int = Field(
+        0, ge=0, description="Revision of this policy; signed bundles carry their own."
+    )
+    description: str = ""
+
+
+class Destination(_Model):
+    jurisdiction: str = Field(
+        pattern=r"^[A-Z]{2,8}$",
+        description="Jurisdiction the destination lies in, e.g. EU, US, CH.",
+    )
+    description: str = ""
+
+
+class CustomDetector(_Model):
+    pattern: str = Field(
+        min_length=1,
+        description="RE2 pattern (linear time: no backreferences, no lookaround).",
+    )
+    description: str = ""
+
+
+class Defaults(_Model):
+    classification: Classification = Field(
+        "confidential", description="Classification of a message that carries no Rb-Class header."
+    )
+
+
+class Limits(_Model):
+    max_payload_bytes: int = Field(
+        1 << 20, ge=1, le=64 << 20, description="Larger payloads are denied."
+    )
+    max_depth: int = Field(64, ge=1, le=512, description="Deeper-nested payloads are denied.")
+
+
+def _check_subjects(subjects: tuple[str, ...]) -> tuple[str, ...]:
+    for subject in subjects:
+        problem = subject_error(subject, pattern=True)
+        if problem is not None:
+            raise ValueError(f"bad subject pattern {subject!r}: {problem}")
+    return subjects
+
+
+def _check_path(path: str) -> str:
+    try:
+        FieldPath.parse(path)
+    except ValueError as error:
+        raise ValueError(f"bad path {path!r}: {error}") from None
+    return path
+
+
+class Match(_Model):
+    subjects: tuple[str, ...] = Field(
+        min_length=1,
+        description="Capabilities (subjects after 'rb.out.'), NATS wildcards: '*' one token, '>' the rest.",
+    )
+    classification: tuple[Classification, ...] | None = Field(
+        None, min_length=1, description="Classifications this rule applies to; omitted means any."
+    )
+
+    _subjects_valid = field_validator("subjects")(_check_subjects)
+
+
+class Transform(_Model):
+    path: str = Field(description="Field path: $.a.b, $.a[*].b, $.a[0], $.a.*, $..name")
+    action: Action
+    key: Name | None = Field(None, description="Named on-prem key, for hash and tokenize.")
+    detectors: tuple[str, ...] | None = Field(
+        None,
+        min_length=1,
+        description="For mask: mask only what these detectors find; omitted masks the whole field.",
+    )
+
+    _path_valid = field_validator("path")(_check_path)
+
+    @model_validator(mode="after")
+    def _options_fit_action(self) -> Transform:
+        if self.action in ("hash", "tokenize") and self.key is None:
+            raise ValueError(f"action {self.action!r} needs a 'key' (a name from spec.keys)")
+        if self.action in ("drop", "mask") and self.key is not None:
+            raise ValueError(f"action {self.action!r} takes no 'key'")
+        if self.action != "mask" and self.detectors is not None:
+            raise ValueError(f"'detectors' only applies to action 'mask', not {self.action!r}")
+        return self
+
+
+class Rule(_Model):
+    name: RuleName
+    description: str = ""
+    match: Match
+    decision: Verdict
+    destinations: tuple[str, ...] = Field(
+        (), description="Where an allowed message may go, in order of preference."
+    )
+    transform: tuple[Transform, ...] = ()
+    permit: tuple[str, ...] = Field(
+        (), description="Detector classes allowed to remain in the output (leak guard)."
+    )
+
+    @model_validator(mode="after")
+    def _shape_fits_decision(self) -> Rule:
+        if self.decision == "allow" and not self.destinations:
+            raise ValueError("an 'allow' rule needs at least one destination")
+        if self.decision == "deny" and (self.destinations or self.transform or self.permit):
+            raise ValueError("a 'deny' rule takes no destinations, transform or permit")
+        return self
+
+
+class ReplyMatch(_Model):
+    subjects: tuple[str, ...] = Field(
+        min_length=1, description="Capabilities whose replies this rule covers."
+    )
+
+    _subjects_valid = field_validator("subjects")(_check_subjects)
+
+
+class ReplyRule(_Model):
+    name: RuleName | None = None
+    match: ReplyMatch
+    reidentify: tuple[str, ...] = Field(
+        (), description="Paths whose tokens are turned back into the original values on-prem."
+    )
+    keys: tuple[Name, ...] | None = Field(
+        None,
+        description="Keys whose tokens may be re-identified; omitted means every key in spec.keys.",
+    )
+
+    @field_validator("reidentify")
+    @classmethod
+    def _paths_valid(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        for path in paths:
+            _check_path(path)
+        return paths
+
+
+class CaseMessage(_Model):
+    subject: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    payload: dict[str, Any] | None = Field(None, description="The payload as an object.")
+    payload_text: str | None = Field(
+        None, description="The raw payload, for malformed-input cases."
+    )
+
+    @model_validator(mode="after")
+    def _one_payload(self) -> CaseMessage:
+        if (self.payload is None) == (self.payload_text is None):
+            raise ValueError("give exactly one of 'payload' and 'payload_text'")
+        return self
+
+
+class TransformExpectation(_Model):
+    path: str
+    action: Action
+
+
+class Expect(_Model):
+    decision: Verdict
+    rule: str | None = Field(None, description="Name of the rule expected to decide.")
+    reason: str | None = Field(None, description="Expected reason, e.g. 'leak-guard:email'.")
+    destination: str | None = Field(
+        None, description="A destination expected among the allowed ones."
+    )
+    destinations: tuple[str, ...] | None = Field(
+        None, description="The exact allowed destinations."
+    )
+    absent: tuple[str, ...] = Field((), description="Paths that must not exist in the output.")
+    present: tuple[str, ...] = Field((), description="Paths that must exist in the output.")
+    values_absent: tuple[str, ...] = Field(
+        (), description="Strings that must not appear anywhere in the output."
+    )
+    output: dict[str, Any] | None = Field(None, description="A fragment the output must contain.")
+    transforms: tuple[TransformExpectation, ...] | None = None
+
+
+class PolicyCase(_Model):
+    name: str = Field(min_length=1)
+    message: CaseMessage
+    expect: Expect
+
+
+class Spec(_Model):
+    defaults: Defaults = Defaults()
+    limits: Limits = Limits()
+    destinations: dict[Name, Destination] = Field(default_factory=dict)
+    keys: tuple[Name, ...] = Field(
+        (), description="Names of on-prem keys used by hash and tokenize."
+    )
+    detectors: dict[Name, CustomDetector] = Field(
+        default_factory=dict, description="Custom detectors, usable in mask and permit."
+    )
+    rules: tuple[Rule, ...] = Field(
+        description="Ordered; the first match wins; no match means deny."
+    )
+    replies: tuple[ReplyRule, ...] = ()
+    tests: tuple[PolicyCase, ...] = ()
+
+
+class ResidencyPolicy(_Model):
+    """A data-residency policy: what may leave the site, where to, and in what form."""
+
+    apiVersion: Literal["rbridge/v1"]
+    kind: Literal["ResidencyPolicy"]
+    metadata: Metadata
+    spec: Spec
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of policy files, for editors and ``check-jsonschema``."""
+    schema = ResidencyPolicy.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "Residency Bridge residency policy",
+        **schema,
+    }

@@ -1,0 +1,82 @@
+"""NATS subject patterns: validation, matching and subsumption, in one place.
+
+Tokens are separated by ``.``; ``*`` matches exactly one token and ``>`` one or more trailing
+tokens. Wildcards are whole tokens only (``ab*`` is refused rather than read as a literal, since a
+policy author who writes it almost certainly meant a wildcard).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_SUBJECT_LENGTH = 256
+_FORBIDDEN_CHARS = frozenset(" \t\r\n\x00\x0b\x0c")
+
+
+def subject_error(subject: str, *, pattern: bool) -> str | None:
+    """Why ``subject`` is not a valid subject (or pattern, with wildcards), or None if it is."""
+    if not subject:
+        return "empty subject"
+    if len(subject) > MAX_SUBJECT_LENGTH:
+        return f"subject of {len(subject)} characters exceeds the limit of {MAX_SUBJECT_LENGTH}"
+    if any(ch in _FORBIDDEN_CHARS or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in subject):
+        return "subjects may not contain whitespace or control characters"
+    tokens = subject.split(".")
+    for position, token in enumerate(tokens):
+        if not token:
+            return "empty token (leading, trailing or doubled '.')"
+        if token in ("*", ">"):
+            if not pattern:
+                return f"wildcard {token!r} is not allowed in a concrete subject"
+            if token == ">" and position != len(tokens) - 1:
+                return "'>' may only be the last token"
+        elif "*" in token or ">" in token:
+            return f"wildcards must be whole tokens, got {token!r}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectPattern:
+    """A validated subject pattern, split into tokens once."""
+
+    text: str
+    tokens: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> SubjectPattern:
+        problem = subject_error(text, pattern=True)
+        if problem is not None:
+            raise ValueError(problem)
+        return cls(text, tuple(text.split(".")))
+
+    def matches(self, subject_tokens: tuple[str, ...] | list[str]) -> bool:
+        """Whether a concrete subject, already split on '.', matches this pattern."""
+        pattern = self.tokens
+        for index, token in enumerate(pattern):
+            if token == ">":
+                return len(subject_tokens) > index
+            if index >= len(subject_tokens):
+                return False
+            if token != "*" and token != subject_tokens[index]:
+                return False
+        return len(subject_tokens) == len(pattern)
+
+    def covers(self, other: SubjectPattern) -> bool:
+        """Whether every subject that ``other`` matches is also matched by this pattern."""
+        mine, theirs = self.tokens, other.tokens
+        for index, token in enumerate(mine):
+            if token == ">":
+                return len(theirs) > index
+            if index >= len(theirs):
+                return False
+            their = theirs[index]
+            if their == ">":
+                return False
+            if token != "*" and (their == "*" or token != their):
+                return False
+        return len(theirs) == len(mine)
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """Convenience: whether ``subject`` matches ``pattern`` (both given as text)."""
+    return SubjectPattern.parse(pattern).matches(subject.split("."))
