@@ -1,0 +1,52 @@
+"""Shared fixtures: the bundled policies, engines with throw-away keys, message helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bridge.policy import (
+    Decision,
+    Engine,
+    LoadedPolicy,
+    MemoryKeyRing,
+    Message,
+    load_policy_bytes,
+    load_policy_file,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICIES = ROOT / "policies"
+
+
+def engine_for(loaded: LoadedPolicy, keys: MemoryKeyRing | None = None) -> Engine:
+    return Engine(loaded.policy, keys or MemoryKeyRing.ephemeral(loaded.policy.spec.keys))
+
+
+def policy_from_text(text: str, name: str = "inline.yaml") -> LoadedPolicy:
+    return load_policy_bytes(name, text.encode())
+
+
+def decide(engine: Engine, subject: str, payload: Any, **headers: str) -> Decision:
+    raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return engine.evaluate(
+        Message(subject, raw, {k.replace("_", "-"): v for k, v in headers.items()})
+    )
+
+
+@pytest.fixture(scope="session")
+def claims() -> LoadedPolicy:
+    return load_policy_file(POLICIES / "claims.yaml")
+
+
+@pytest.fixture
+def claims_keys(claims: LoadedPolicy) -> MemoryKeyRing:
+    return MemoryKeyRing.ephemeral(claims.policy.spec.keys)
+
+
+@pytest.fixture
+def claims_engine(claims: LoadedPolicy, claims_keys: MemoryKeyRing) -> Engine:
+    return engine_for(claims, claims_keys)

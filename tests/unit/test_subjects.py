@@ -1,0 +1,96 @@
+"""The one subject matcher: NATS wildcard semantics, validation, and subsumption."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.policy.subjects import SubjectPattern, matches, subject_error
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "expected"),
+    [
+        ("docs.parse", "docs.parse", True),
+        ("docs.parse", "docs.parse.x", False),
+        ("docs.parse", "docs", False),
+        ("docs.*", "docs.parse", True),
+        ("docs.*", "docs", False),
+        ("docs.*", "docs.parse.pdf", False),
+        ("*.parse", "docs.parse", True),
+        ("*.*", "a.b", True),
+        ("*", "a", True),
+        ("*", "a.b", False),
+        ("docs.>", "docs.parse", True),
+        ("docs.>", "docs.parse.pdf.v2", True),
+        ("docs.>", "docs", False),
+        (">", "anything.at.all", True),
+        (">", "x", True),
+        ("docs.*.pdf", "docs.parse.pdf", True),
+        ("docs.*.pdf", "docs.parse.png", False),
+        ("docs.*.>", "docs.parse.pdf", True),
+        ("docs.*.>", "docs.parse", False),
+        ("Docs.parse", "docs.parse", False),
+    ],
+)
+def test_matcher_follows_nats_wildcards(pattern: str, subject: str, expected: bool) -> None:
+    """'*' matches exactly one token, '>' one or more trailing tokens, literals match exactly."""
+    assert matches(pattern, subject) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("", "empty"),
+        ("docs..parse", "empty token"),
+        (".docs", "empty token"),
+        ("docs.", "empty token"),
+        ("docs.>.x", "last token"),
+        ("docs.pa*", "whole tokens"),
+        ("docs.>x", "whole tokens"),
+        ("docs parse", "whitespace"),
+        ("docs.parse\r\n", "whitespace"),
+        ("docs.\x00", "control"),
+        ("a" * 300, "exceeds"),
+    ],
+)
+def test_bad_patterns_are_refused_with_a_reason(text: str, fragment: str) -> None:
+    """Invalid patterns get a message that says what is wrong."""
+    problem = subject_error(text, pattern=True)
+    assert problem is not None
+    assert fragment in problem
+    with pytest.raises(ValueError, match=fragment):
+        SubjectPattern.parse(text)
+
+
+def test_concrete_subjects_refuse_wildcards() -> None:
+    """A message subject is concrete: wildcards are an error there, not a pattern."""
+    assert subject_error("docs.*", pattern=False) is not None
+    assert subject_error("docs.>", pattern=False) is not None
+    assert subject_error("docs.parse", pattern=False) is None
+
+
+@pytest.mark.parametrize(
+    ("wide", "narrow", "expected"),
+    [
+        (">", "docs.parse", True),
+        (">", ">", True),
+        ("docs.>", "docs.parse", True),
+        ("docs.>", "docs.*", True),
+        ("docs.>", "docs.>", True),
+        ("docs.>", "docs", False),
+        ("docs.*", "docs.parse", True),
+        ("docs.*", "docs.>", False),
+        ("docs.*", "docs.*", True),
+        ("docs.parse", "docs.*", False),
+        ("docs.parse", "docs.parse", True),
+        ("*.parse", "docs.parse", True),
+        ("docs.*.pdf", "docs.>", False),
+        ("docs.*.>", "docs.x.y.z", True),
+        ("health.>", "docs.parse", False),
+    ],
+)
+def test_covers_means_every_subject_of_the_narrow_pattern_matches_the_wide_one(
+    wide: str, narrow: str, expected: bool
+) -> None:
+    """Subsumption, used to find rules that can never match."""
+    assert SubjectPattern.parse(wide).covers(SubjectPattern.parse(narrow)) is expected
