@@ -250,8 +250,8 @@ def _cross_references(source: Source) -> list[Problem]:
             problems.append(
                 source.problem(
                     trail,
-                    "detector-detector_name-taken",
-                    f"{detector_name!r} is a built-in detector; choose another detector_name",
+                    "detector-name-taken",
+                    f"{detector_name!r} is a built-in detector; choose another name",
                     key=True,
                 )
             )
@@ -270,9 +270,10 @@ def _cross_references(source: Source) -> list[Problem]:
 
     def check_name(trail: Trail, value: str, known: list[str], code: str, what: str) -> None:
         if value not in known:
-            problems.append(
-                source.problem(trail, code, f"unknown {what} {value!r}{_hint(value, known)}")
-            )
+            hint = _hint(value, known)
+            if code == "unknown-key-name":
+                hint = f" (declare it in spec.keys{'; ' + hint[2:] if hint else ')'}"
+            problems.append(source.problem(trail, code, f"unknown {what} {value!r}{hint}"))
 
     rule_names: dict[str, int] = {}
     matchers: list[tuple[str, int, list[SubjectPattern], frozenset[str] | None]] = []
@@ -312,7 +313,7 @@ def _cross_references(source: Source) -> list[Problem]:
                     transform["key"],
                     keys,
                     "unknown-key-name",
-                    "key (declare it in spec.keys)",
+                    "key name",
                 )
             for at, detector in _strings(transform.get("detectors")):
                 check_name(
@@ -339,7 +340,7 @@ def _cross_references(source: Source) -> list[Problem]:
                 key,
                 keys,
                 "unknown-key-name",
-                "key (declare it in spec.keys)",
+                "key name",
             )
 
     for index, case in _items(spec.get("tests")):

@@ -18,6 +18,10 @@ from bridge.errors import Problem
 
 MAX_POLICY_FILE_BYTES = 1 << 20
 Trail = tuple[str | int, ...]
+_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}"
+    for name in ("map", "seq", "str", "int", "float", "bool", "null", "timestamp")
+)
 
 
 @dataclass(slots=True)
@@ -63,6 +67,9 @@ class _Reader:
             self.problem(node, "yaml-alias", "anchors and aliases are not supported in policies")
             return None
         self.seen.add(id(node))
+        if node.tag not in _PLAIN_TAGS:
+            self.problem(node, "yaml-tag", f"unsupported tag {node.tag!r}: policies use plain YAML")
+            return None
         self.source.values[trail] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
