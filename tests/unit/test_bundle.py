@@ -45,7 +45,7 @@ def test_a_changed_file_is_rejected() -> None:
     """One flipped byte in a file breaks its signed digest."""
     bundle = signed()
     bundle["files"]["hr.yaml"] = base64.b64encode(b"kind: ResidencyPolicy\n# HR\n").decode()
-    with pytest.raises(BundleError, match="'hr.yaml' does not match its signed digest"):
+    with pytest.raises(BundleError, match=r"'hr.yaml' does not match its signed digest"):
         verify_bundle(encode(bundle), KEY.public_key())
 
 
@@ -53,7 +53,7 @@ def test_an_added_file_is_rejected() -> None:
     """A file that the manifest does not list is rejected."""
     bundle = signed()
     bundle["files"]["extra.yaml"] = base64.b64encode(b"x").decode()
-    with pytest.raises(BundleError, match="'extra.yaml' is not in the signed manifest"):
+    with pytest.raises(BundleError, match=r"'extra.yaml' is not in the signed manifest"):
         verify_bundle(encode(bundle), KEY.public_key())
 
 
@@ -61,7 +61,7 @@ def test_a_removed_file_is_rejected() -> None:
     """A file that the manifest lists but the bundle lacks is rejected."""
     bundle = signed()
     del bundle["files"]["claims.yaml"]
-    with pytest.raises(BundleError, match="'claims.yaml' is in the manifest but missing"):
+    with pytest.raises(BundleError, match=r"'claims.yaml' is in the manifest but missing"):
         verify_bundle(encode(bundle), KEY.public_key())
 
 
@@ -123,7 +123,7 @@ def test_keygen_writes_a_usable_pair_and_refuses_to_overwrite(tmp_path: Path) ->
 
 def test_loading_keys_refuses_unsafe_or_wrong_files(tmp_path: Path) -> None:
     """A readable private key, a non-PEM file or a non-Ed25519 key: clear errors."""
-    private_path, public_path = generate_signing_keys(tmp_path)
+    private_path, _public = generate_signing_keys(tmp_path)
     os.chmod(private_path, 0o644)
     with pytest.raises(BundleError, match="readable by group or others"):
         load_private_key(private_path)

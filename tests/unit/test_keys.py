@@ -32,7 +32,7 @@ def test_create_writes_a_private_file_in_a_private_directory(store: FileKeyStore
 def test_create_refuses_an_existing_key(store: FileKeyStore) -> None:
     """A second create would orphan tokens; it is refused with the rotate hint."""
     store.create("k")
-    with pytest.raises(KeyStoreError, match="already exists.*rotate"):
+    with pytest.raises(KeyStoreError, match=r"already exists.*rotate"):
         store.create("k")
 
 
