@@ -1,0 +1,315 @@
+"""The rbridge command as a user runs it: real processes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridge.cli.policy_cmd import schema_text
+from tests.conftest import POLICIES, ROOT
+
+RBRIDGE = Path(sys.executable).parent / "rbridge"
+CLAIM = POLICIES / "examples" / "claim.json"
+
+
+def run(
+    *args: str | Path, stdin: bytes | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    raw = subprocess.run(
+        [str(RBRIDGE), *map(str, args)],
+        input=stdin if stdin is not None else b"",
+        capture_output=True,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+    result = subprocess.CompletedProcess(
+        raw.args, raw.returncode, raw.stdout.decode(), raw.stderr.decode()
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def test_check_accepts_the_bundled_policies() -> None:
+    """Valid policies: exit 0 and one ok line per file."""
+    result = run("policy", "check", POLICIES)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ok: ") == 4
+
+
+def test_check_lists_every_problem_and_exits_1() -> None:
+    """An invalid policy: every problem as file:line:col: code: message, then a count."""
+    result = run("policy", "check", "tests/data/broken.yaml")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("tests/data/broken.yaml:9:5: detector-name-taken:")
+    assert lines[-1] == "rbridge policy check: 14 problems found"
+
+
+def test_check_with_a_key_store_needs_every_key(tmp_path: Path) -> None:
+    """--keys also checks that the store holds the keys the policy names."""
+    keys = tmp_path / "keys"
+    assert run("keys", "create", "pseudonyms", "--dir", keys).returncode == 0
+    result = run("policy", "check", POLICIES / "claims.yaml", "--keys", keys)
+    assert result.returncode == 1
+    assert "no key named 'correlation'" in result.stderr
+    assert run("keys", "create", "correlation", "--dir", keys).returncode == 0
+    assert run("policy", "check", POLICIES / "claims.yaml", "--keys", keys).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["policy", "check", "does-not-exist.yaml"],
+        ["policy", "check"],
+        ["policy", "explode"],
+        ["nonsense"],
+        ["policy", "sign", "--key", "k", "--revision", "zero", "--out", "b", "policies"],
+        ["policy", "sign", "--key", "k", "--revision", "-3", "--out", "b", "policies"],
+        [
+            "policy",
+            "explain",
+            "--policy",
+            "policies/claims.yaml",
+            "--subject",
+            "docs.parse",
+            "--header",
+            "novalue",
+        ],
+        [
+            "policy",
+            "explain",
+            "--policy",
+            "policies/claims.yaml",
+            "--subject",
+            "docs.parse",
+            "--payload",
+            "nope.json",
+        ],
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(args: list[str]) -> None:
+    """Wrong arguments: exit 2 and a single line on stderr, no usage dump, no traceback."""
+    result = run(*args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "error:" in result.stderr
+
+
+def test_test_runs_the_cases_of_every_bundled_policy() -> None:
+    """All bundled cases pass; the summary line counts them."""
+    result = run("policy", "test", POLICIES)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines()[-1] == "26 passed, 0 failed"
+
+
+def test_test_reports_failures_with_a_diff_and_unexercised_rules(tmp_path: Path) -> None:
+    """A failing case: a FAIL line with its place, the differences, exit 1."""
+    text = (
+        (POLICIES / "hr.yaml")
+        .read_text()
+        .replace(
+            "output: {title: Claims handler, contact: careers@example.com}",
+            "output: {title: Claims typist}",
+        )
+    )
+    text = text.replace(
+        "subject: hr.stats.headcount\n        headers: {Rb-Class: public}",
+        "subject: hr.stats.other\n        headers: {Rb-Class: public}",
+    )
+    policy = tmp_path / "hr.yaml"
+    policy.write_text(text)
+    result = run("policy", "test", policy)
+    assert result.returncode == 1
+    assert f"FAIL {policy}:" in result.stdout
+    assert "output at $.title: expected 'Claims typist', got 'Claims handler'" in result.stdout
+    assert "note: hr: rule 'public-headcount' is not exercised by any test case" in result.stdout
+    assert result.stdout.splitlines()[-1] == "5 passed, 2 failed"
+
+
+def explain_json(*extra: str | Path, stdin: bytes | None = None) -> dict[str, object]:
+    result = run(
+        "policy", "explain", "--policy", POLICIES / "claims.yaml", "--json", *extra, stdin=stdin
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_explain_json_shows_the_decision_and_the_output() -> None:
+    """--json: decision, rule, destination, reason, transforms and the output payload."""
+    shown = explain_json(
+        "--subject", "docs.parse", "--header", "Rb-Class=confidential", "--payload", CLAIM
+    )
+    assert shown["decision"] == "allow"
+    assert shown["rule"] == "claim-documents-to-eu-parser"
+    assert shown["destination"] == "cloud-eu"
+    assert shown["reason"] == "rule:claim-documents-to-eu-parser"
+    assert [(t["path"], t["action"]) for t in shown["transforms"]] == [  # type: ignore[attr-defined]
+        ("$.claimant.ssn", "drop"),
+        ("$.claimant.name", "tokenize"),
+        ("$.policy_number", "hash"),
+        ("$.notes", "mask"),
+    ]
+    payload = shown["payload"]
+    assert isinstance(payload, dict)
+    assert "ssn" not in payload["claimant"]
+    assert "[phone]" in payload["notes"]
+    assert [t["outcome"] for t in shown["trace"]] == ["skipped", "skipped", "decided"]  # type: ignore[attr-defined]
+
+
+def test_explain_a_deny_has_no_payload_and_reads_stdin() -> None:
+    """A denied message shows its rule and reason and a null payload; '-' reads stdin."""
+    shown = explain_json(
+        "--subject", "health.records.upload", "--payload", "-", stdin=b'{"patient": "x"}'
+    )
+    assert (shown["decision"], shown["rule"], shown["payload"]) == (
+        "deny",
+        "health-data-stays-home",
+        None,
+    )
+
+
+def test_explain_garbage_payload_is_a_deny_with_its_reason() -> None:
+    """A payload that is not JSON is explained as a deny, not a crash."""
+    shown = explain_json("--subject", "docs.parse", "--payload", "-", stdin=b"\xff\xfe garbage")
+    assert (shown["decision"], shown["reason"]) == ("deny", "payload:not-utf8")
+
+
+def test_explain_human_output_puts_input_next_to_output() -> None:
+    """Without --json: the rules tried, the decision, and each field before and after."""
+    result = run(
+        "policy",
+        "explain",
+        "--policy",
+        POLICIES / "claims.yaml",
+        "--subject",
+        "docs.parse",
+        "--payload",
+        CLAIM,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert (
+        "skip  health-data-stays-home: subject 'docs.parse' matches none of health.>, docs.medical.>"
+        in out
+    )
+    assert "decision: ALLOW -> cloud-eu" in out
+    assert any(
+        line.startswith("  - $.claimant.ssn") and "(dropped)" in line for line in out.splitlines()
+    )
+    assert any(
+        line.startswith("  ~ $.claimant.name") and "tok:v1:" in line for line in out.splitlines()
+    )
+    assert "throw-away keys" in out
+
+
+def test_explain_with_a_key_store_is_stable_across_runs(tmp_path: Path) -> None:
+    """With --keys, hashes and tokens come from the store: the same in every run."""
+    keys = tmp_path / "keys"
+    for name in ("pseudonyms", "correlation"):
+        assert run("keys", "create", name, "--dir", keys).returncode == 0
+    args = ("--subject", "docs.parse", "--payload", CLAIM, "--keys", keys)
+    first, second = explain_json(*args), explain_json(*args)
+    assert first["payload"] == second["payload"]
+
+
+def test_schema_prints_the_committed_schema() -> None:
+    """rbridge policy schema prints what policies/schema/ holds."""
+    result = run("policy", "schema")
+    assert result.returncode == 0
+    assert result.stdout == schema_text()
+
+
+def test_keygen_sign_verify_and_tampering(tmp_path: Path) -> None:
+    """The signing round trip works; a tampered bundle fails verification with exit 1."""
+    assert run("policy", "keygen", "--out", tmp_path / "sig").returncode == 0
+    bundle = tmp_path / "p.bundle"
+    signed = run(
+        "policy",
+        "sign",
+        "--key",
+        tmp_path / "sig" / "policy-signing.key",
+        "--revision",
+        "4",
+        "--out",
+        bundle,
+        POLICIES,
+    )
+    assert signed.returncode == 0, signed.stderr
+    verified = run("policy", "verify", "--pubkey", tmp_path / "sig" / "policy-signing.pub", bundle)
+    assert verified.returncode == 0
+    assert "ok: revision 4" in verified.stdout
+    assert "claims.yaml" in verified.stdout
+    document = json.loads(bundle.read_text())
+    document["files"]["hr.yaml"] = document["files"]["claims.yaml"]
+    bundle.write_text(json.dumps(document))
+    failed = run("policy", "verify", "--pubkey", tmp_path / "sig" / "policy-signing.pub", bundle)
+    assert failed.returncode == 1
+    assert (
+        failed.stderr.strip()
+        == "rbridge policy verify: error: file 'hr.yaml' does not match its signed digest"
+    )
+
+
+def test_sign_refuses_invalid_or_failing_policies(tmp_path: Path) -> None:
+    """Nothing broken gets signed: invalid files and failing cases are refused."""
+    assert run("policy", "keygen", "--out", tmp_path).returncode == 0
+    key = tmp_path / "policy-signing.key"
+    invalid = run(
+        "policy",
+        "sign",
+        "--key",
+        key,
+        "--revision",
+        "1",
+        "--out",
+        tmp_path / "b",
+        "tests/data/broken.yaml",
+    )
+    assert invalid.returncode == 1
+    failing = tmp_path / "hr.yaml"
+    failing.write_text(
+        (POLICIES / "hr.yaml").read_text().replace("reason: bad-classification", "reason: other")
+    )
+    refused = run(
+        "policy", "sign", "--key", key, "--revision", "1", "--out", tmp_path / "b", failing
+    )
+    assert refused.returncode == 1
+    assert "refusing to sign: 1 policy test case(s) fail" in refused.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_keys_commands(tmp_path: Path) -> None:
+    """create, rotate and list; list shows versions and never material."""
+    keys = tmp_path / "keys"
+    assert run("keys", "create", "k", "--dir", keys).returncode == 0
+    assert run("keys", "rotate", "k", "--dir", keys).returncode == 0
+    listed = run("keys", "list", "--dir", keys)
+    assert [line.split("\t")[:2] for line in listed.stdout.splitlines()] == [
+        ["k", "v1"],
+        ["k", "v2"],
+    ]
+    material = json.loads((keys / "k.v1.key").read_text())["material"]
+    assert material not in listed.stdout
+    again = run("keys", "create", "k", "--dir", keys)
+    assert (again.returncode, again.stderr.count("\n")) == (1, 1)
+
+
+def test_key_dir_comes_from_the_environment(tmp_path: Path) -> None:
+    """RBRIDGE_KEY_DIR is the default key directory."""
+    env_dir = tmp_path / "from-env"
+    result = subprocess.run(
+        [str(RBRIDGE), "keys", "create", "k"],
+        env={**os.environ, "RBRIDGE_KEY_DIR": str(env_dir)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (env_dir / "k.v1.key").exists()
