@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import re2
+from re2 import _re2
+
+_UNANCHORED = re2._Anchor.UNANCHORED
 
 Validator = Callable[[str], bool]
 MAX_CUSTOM_PATTERN_LENGTH = 1000
@@ -115,7 +118,7 @@ _DATE_SHAPES = re.compile(r"\d{4}[-/. ]\d{2}[-/. ]\d{2}|\d{2}[-/. ]\d{2}[-/. ]\d
 
 
 def _valid_phone(text: str) -> bool:
-    digits = sum(char.isdigit() for char in text)
+    digits = sum(map(str.isdigit, text))
     if not 8 <= digits <= 15:
         return False
     return text.startswith("+") or _DATE_SHAPES.fullmatch(text) is None
@@ -133,8 +136,8 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
             "phone",
             r"\B\+\d{1,3}(?:[ .\-]?\(\d{1,4}\)|[ .\-]?\d{1,4})(?:[ .\-]?\d{2,5}){1,5}\b"
             r"|(?:\(\d{3}\)[ .\-]?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b"
-            r"|\b0\d{1,4}(?:[ /.\-]?\d{2,4}){2,4}\b",
-            "phone numbers: international (+CC …), North American, and national with a leading 0",
+            r"|\b0\d{1,4}[ /.\-]\d{2,4}(?:[ /.\-]?\d{2,4}){1,3}\b",
+            "phone numbers: international (+CC …), North American, and national with a leading 0 and a separator after the area code",
             _valid_phone,
         ),
         Detector(
@@ -163,7 +166,9 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
         ),
         Detector(
             "ipv6",
-            r"(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}",
+            # Full form (seven colons) or compressed (with "::"): clock times never match.
+            r"\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b"
+            r"|(?:\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?::(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6}\b)?",
             "IPv6 addresses",
             _valid_ipv6,
         ),
@@ -198,21 +203,51 @@ class Span:
     detector: str
 
 
+class _Pattern:
+    """One compiled RE2 pattern, matched on UTF-8 bytes through RE2's own Match.
+
+    The ``re2`` module's finditer re-encodes text and converts offsets in Python for every
+    match, which costs several times the scan itself; the bridge works on bytes and needs only
+    the spans, so it calls the compiled pattern directly (one linear scan per match found).
+    """
+
+    __slots__ = ("_regexp",)
+
+    def __init__(self, pattern: str) -> None:
+        self._regexp = _re2.RE2(pattern.encode(), _re2_options())
+        if not self._regexp.ok():
+            raise ValueError(self._regexp.error())
+
+    def matches(self, data: bytes, position: int = 0) -> Iterator[tuple[tuple[int, int], ...]]:
+        """Each match from ``position`` on, left to right, as the spans of all its groups."""
+        end = len(data)
+        while position <= end:
+            spans = self._regexp.Match(_UNANCHORED, data, position, end)
+            start, stop = spans[0]
+            if start < 0:
+                return
+            yield spans
+            position = stop if stop > start else stop + 1
+
+
 @dataclass(slots=True)
 class DetectorSet:
-    """Several detectors compiled together; scans str or UTF-8 bytes."""
+    """Several detectors compiled together; scans UTF-8 bytes (or text, encoded once)."""
 
     detectors: tuple[Detector, ...]
     _set: Any = field(init=False, repr=False)
-    _regexes: tuple[Any, ...] = field(init=False, repr=False)
+    _patterns: tuple[_Pattern, ...] = field(init=False, repr=False)
+    _combined: dict[frozenset[str], tuple[_Pattern, tuple[Detector, ...]]] = field(
+        init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
-        options = _re2_options()
-        self._set = re2.Set.SearchSet(options)
+        self._set = re2.Set.SearchSet(_re2_options())
         for detector in self.detectors:
             self._set.Add(detector.pattern)
         self._set.Compile()
-        self._regexes = tuple(re2.compile(d.pattern, options) for d in self.detectors)
+        self._patterns = tuple(_Pattern(detector.pattern) for detector in self.detectors)
+        self._combined = {}
 
     @classmethod
     def of(cls, detectors: Iterable[Detector]) -> DetectorSet:
@@ -222,47 +257,99 @@ class DetectorSet:
     def names(self) -> tuple[str, ...]:
         return tuple(detector.name for detector in self.detectors)
 
-    def classes_in(self, text: str | bytes, stop_unless: frozenset[str] = frozenset()) -> list[str]:
+    def classes_in(self, text: str | bytes, stop_unless: frozenset[str] | None = None) -> list[str]:
         """The detector classes with at least one confirmed hit in ``text``.
 
         With ``stop_unless``, returns as soon as one class outside it is confirmed (the leak
         guard needs only the first forbidden class).
         """
-        hits = self._set.Match(text)
+        data = text.encode() if isinstance(text, str) else text
+        hits = self._set.Match(data)
         if not hits:
             return []
         found: list[str] = []
         for index in sorted(hits):
             detector = self.detectors[index]
-            if detector.validate is None or self._confirmed(index, text):
+            if detector.validate is None or self._confirmed(index, data):
                 found.append(detector.name)
-                if stop_unless and detector.name not in stop_unless:
+                if stop_unless is not None and detector.name not in stop_unless:
                     break
         return found
 
-    def _confirmed(self, index: int, text: str | bytes) -> bool:
+    def _confirmed(self, index: int, data: bytes) -> bool:
         validate = self.detectors[index].validate
         assert validate is not None
-        for match in self._regexes[index].finditer(text):
-            hit = match.group()
-            if validate(hit.decode("utf-8", "replace") if isinstance(hit, bytes) else hit):
+        for spans in self._patterns[index].matches(data):
+            start, stop = spans[0]
+            if validate(data[start:stop].decode("utf-8", "replace")):
                 return True
         return False
 
-    def spans(self, text: str, only: frozenset[str] | None = None) -> list[Span]:
-        """Confirmed hits in ``text`` (of the detectors in ``only``, or all), sorted, merged."""
-        hits = self._set.Match(text)
-        if not hits:
-            return []
+    def spans(self, text: str | bytes, only: frozenset[str] | None = None) -> list[Span]:
+        """Confirmed hits (of the detectors in ``only``, or all), sorted, overlaps merged.
+
+        Offsets are in characters for ``str`` input and in bytes for ``bytes`` input. One
+        combined pattern finds the leftmost candidate of any detector; where the winning
+        candidate fails its validator, the other detectors are tried at that place, so a
+        look-alike of one class does not hide a real value of another.
+        """
+        data = text.encode() if isinstance(text, str) else text
+        combined, members = self._combined_for(only)
         spans: list[Span] = []
-        for index in hits:
-            detector = self.detectors[index]
-            if only is not None and detector.name not in only:
+        recovered = False
+        for groups in combined.matches(data):
+            start, stop = groups[0]
+            winner = 1
+            while groups[winner][0] < 0:
+                winner += 1
+            detector = members[winner - 1]
+            validate = detector.validate
+            if validate is None or validate(data[start:stop].decode("utf-8", "replace")):
+                spans.append(Span(start, stop, detector.name))
+            else:
+                spans.extend(self._others_at(data, start, stop, members, skip=winner - 1))
+                recovered = True
+        # The combined scan yields disjoint spans left to right; only recovery can overlap.
+        if recovered:
+            spans = _merge(spans)
+        if spans and isinstance(text, str) and not text.isascii():
+            spans = [_to_characters(data, span) for span in spans]
+        return spans
+
+    def _others_at(
+        self, data: bytes, start: int, stop: int, members: tuple[Detector, ...], skip: int
+    ) -> list[Span]:
+        found = []
+        for position, detector in enumerate(members):
+            if position == skip:
                 continue
-            for match in self._regexes[index].finditer(text):
-                if detector.validate is None or detector.validate(match.group()):
-                    spans.append(Span(match.start(), match.end(), detector.name))
-        return _merge(spans)
+            pattern = self._patterns[self.detectors.index(detector)]
+            for groups in pattern.matches(data, start):
+                begin, end = groups[0]
+                if begin >= stop:
+                    break
+                text = data[begin:end].decode("utf-8", "replace")
+                if detector.validate is None or detector.validate(text):
+                    found.append(Span(begin, end, detector.name))
+        return found
+
+    def _combined_for(self, only: frozenset[str] | None) -> tuple[_Pattern, tuple[Detector, ...]]:
+        key = only if only is not None else frozenset(self.names)
+        cached = self._combined.get(key)
+        if cached is None:
+            members = tuple(d for d in self.detectors if d.name in key)
+            if not members:
+                raise ValueError(f"no detectors named {sorted(key)}")
+            cached = (_Pattern("|".join(f"({d.pattern})" for d in members)), members)
+            self._combined[key] = cached
+        return cached
+
+
+def _to_characters(data: bytes, span: Span) -> Span:
+    start = len(data[: span.start].decode("utf-8", "replace"))
+    return Span(
+        start, start + len(data[span.start : span.end].decode("utf-8", "replace")), span.detector
+    )
 
 
 def _merge(spans: Sequence[Span]) -> list[Span]:

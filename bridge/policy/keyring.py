@@ -9,10 +9,11 @@ policy that uses one key name for both actions does not reuse key material acros
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from bridge.errors import UnknownKeyError
 
 KEY_MATERIAL_BYTES = 64
+_SHA256_BLOCK = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,9 @@ class CryptoKey:
     version: int
     hmac_key: bytes = field(repr=False)
     siv: AESSIV = field(repr=False)
+    token_context: list[bytes] = field(repr=False, compare=False)
+    _inner: Any = field(repr=False, compare=False)
+    _outer: Any = field(repr=False, compare=False)
 
     @classmethod
     def derive(cls, key: KeyVersion) -> CryptoKey:
@@ -89,12 +94,26 @@ class CryptoKey:
             raise UnknownKeyError(
                 f"key {key.name!r} version {key.version} holds too little material"
             )
-        return cls(
-            key.name,
-            key.version,
-            _hkdf(key.material, b"rbridge/v1 hash", 32),
-            AESSIV(_hkdf(key.material, b"rbridge/v1 tokenize", 64)),
-        )
+        hmac_key = _hkdf(key.material, b"rbridge/v1 hash", 32)
+        # HMAC's padded inner and outer states, hashed once (RFC 2104): each MAC then costs two
+        # hash copies instead of re-deriving the pads, about a third of hmac.digest's time.
+        padded = hmac_key.ljust(_SHA256_BLOCK, b"\0")
+        inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in padded))
+        outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in padded))
+        siv = AESSIV(_hkdf(key.material, b"rbridge/v1 tokenize", 64))
+        # Associated data binds a token to its key's name: a token made under one name does
+        # not decrypt under another, even with equal material.
+        context = [b"rbridge/v1 token " + key.name.encode()]
+        return cls(key.name, key.version, hmac_key, siv, context, inner, outer)
+
+    def mac(self, data: bytes) -> bytes:
+        """HMAC-SHA-256 of ``data`` under this key's hash key."""
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        digest: bytes = outer.digest()
+        return digest
 
 
 def _hkdf(material: bytes, info: bytes, length: int) -> bytes:

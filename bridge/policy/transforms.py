@@ -10,7 +10,7 @@ leak guard never denies a message because of the pseudonyms the bridge itself pr
 
 from __future__ import annotations
 
-import hmac
+import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,13 +25,13 @@ from bridge.policy.paths import FieldPath, Location
 MASKED = "[masked]"
 HASH_PREFIX = "hmac:"
 TOKEN_PREFIX = "tok:"
-_TO_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+_TO_LETTERS = bytes.maketrans(b"0123456789", b"ghijklmnop")
 _FROM_LETTERS = str.maketrans("ghijklmnop", "0123456789")
 _LETTERS = frozenset("abcdefghijklmnop")
 
 
 def _letters(data: bytes) -> str:
-    return data.hex().translate(_TO_LETTERS)
+    return binascii.hexlify(data).translate(_TO_LETTERS).decode("ascii")
 
 
 def _from_letters(text: str) -> bytes:
@@ -40,19 +40,14 @@ def _from_letters(text: str) -> bytes:
     return bytes.fromhex(text.translate(_FROM_LETTERS))
 
 
-def _token_context(key_name: str) -> list[bytes]:
-    return [b"rbridge/v1 token " + key_name.encode()]
-
-
 def hash_value(key: CryptoKey, value: Any) -> str:
     """HMAC-SHA-256 of the value's JSON form: ``hmac:v<version>:<64 letters>``."""
-    digest = hmac.digest(key.hmac_key, orjson.dumps(value), "sha256")
-    return f"{HASH_PREFIX}v{key.version}:{_letters(digest)}"
+    return f"{HASH_PREFIX}v{key.version}:{_letters(key.mac(orjson.dumps(value)))}"
 
 
 def tokenize_value(key: CryptoKey, value: Any) -> str:
     """Deterministic AES-SIV encryption of the value's JSON form: ``tok:v<version>:<letters>``."""
-    sealed = key.siv.encrypt(orjson.dumps(value), _token_context(key.name))
+    sealed = key.siv.encrypt(orjson.dumps(value), key.token_context)
     return f"{TOKEN_PREFIX}v{key.version}:{_letters(sealed)}"
 
 
@@ -68,7 +63,7 @@ def reidentify_value(token: str, key: CryptoKey) -> Any:
     """The original value behind ``token``; raises ValueError if this key did not make it."""
     _, _, body = token[len(TOKEN_PREFIX) :].partition(":")
     try:
-        plain = key.siv.decrypt(_from_letters(body), _token_context(key.name))
+        plain = key.siv.decrypt(_from_letters(body), key.token_context)
     except InvalidTag:
         raise ValueError("the token was not made with this key") from None
     return orjson.loads(plain)
@@ -83,24 +78,60 @@ class Applied:
     count: int
 
 
-@dataclass(frozen=True, slots=True)
 class FieldTransform:
-    """One compiled transform of a rule."""
+    """One compiled transform of a rule; ``apply`` is on the per-message path, so it is lean."""
 
-    path: FieldPath
-    action: str
-    key: CryptoKey | None = None
-    detectors: frozenset[str] | None = None
-    scanner: DetectorSet | None = None
+    __slots__ = ("_change", "_last", "_parents", "action", "detectors", "key", "path", "scanner")
+
+    def __init__(
+        self,
+        path: FieldPath,
+        action: str,
+        key: CryptoKey | None = None,
+        detectors: frozenset[str] | None = None,
+        scanner: DetectorSet | None = None,
+    ) -> None:
+        self.path, self.action, self.key, self.detectors, self.scanner = (
+            path,
+            action,
+            key,
+            detectors,
+            scanner,
+        )
+        self._change = _change_for(action, key, detectors, scanner)
+        names = tuple(step.name for step in path.steps) if path.is_simple else None
+        self._parents = names[:-1] if names else None
+        self._last = names[-1] if names else ""
+
+    def __repr__(self) -> str:
+        return f"FieldTransform({self.path.text!r}, {self.action!r})"
 
     def apply(self, document: Any) -> int:
         """Transform every place the path names in ``document``; return how many changed."""
+        change = self._change
+        parents = self._parents
+        if parents is not None:
+            # A plain member path names at most one place: walk to it directly.
+            node = document
+            for name in parents:
+                node = node.get(name) if type(node) is dict else None
+            last = self._last
+            if type(node) is not dict or last not in node:
+                return 0
+            if change is None:
+                del node[last]
+                return 1
+            before = node[last]
+            after = change(before)
+            if after is before:
+                return 0
+            node[last] = after
+            return 1
         places = self.path.locate(document)
         if not places:
             return 0
-        if self.action == "drop":
+        if change is None:
             return _drop(places)
-        change = self._change()
         changed = 0
         for container, slot in places:
             if _is_live(container, slot):
@@ -111,19 +142,27 @@ class FieldTransform:
                     changed += 1
         return changed
 
-    def _change(self) -> Callable[[Any], Any]:
-        key = self.key
-        if self.action == "hash":
-            assert key is not None
-            return lambda value: hash_value(key, value)
-        if self.action == "tokenize":
-            assert key is not None
-            return lambda value: tokenize_value(key, value)
-        if self.detectors is None:
-            return lambda _value: MASKED
-        scanner, only = self.scanner, self.detectors
-        assert scanner is not None
-        return lambda value: mask_found(value, scanner, only)
+
+def _change_for(
+    action: str,
+    key: CryptoKey | None,
+    detectors: frozenset[str] | None,
+    scanner: DetectorSet | None,
+) -> Callable[[Any], Any] | None:
+    if action == "drop":
+        return None
+    if action in ("hash", "tokenize"):
+        if key is None:
+            raise ValueError(f"action {action!r} needs a key")
+        make = hash_value if action == "hash" else tokenize_value
+        return lambda value: make(key, value)
+    if action != "mask":
+        raise ValueError(f"unknown action {action!r}")
+    if detectors is None:
+        return lambda _value: MASKED
+    if scanner is None:
+        raise ValueError("masking by detectors needs a scanner")
+    return lambda value: mask_found(value, scanner, detectors)
 
 
 def _is_live(container: Any, slot: Any) -> bool:

@@ -139,3 +139,11 @@ def test_derived_keys_differ_per_purpose() -> None:
     assert KEY.hmac_key != bytes(range(64))[:32]
     ring = MemoryKeyRing.ephemeral(["a"])
     assert ring.current("a").version == 1
+
+
+def test_mac_is_standard_hmac_sha256() -> None:
+    """The precomputed-pad MAC equals the standard library's HMAC-SHA-256 (RFC 2104)."""
+    import hmac
+
+    for data in (b"", b"PN-1", b"x" * 200):
+        assert KEY.mac(data) == hmac.digest(KEY.hmac_key, data, "sha256")
