@@ -237,7 +237,7 @@ class DetectorSet:
     detectors: tuple[Detector, ...]
     _set: Any = field(init=False, repr=False)
     _patterns: tuple[_Pattern, ...] = field(init=False, repr=False)
-    _combined: dict[frozenset[str], tuple[_Pattern, tuple[Detector, ...]]] = field(
+    _combined: dict[tuple[str, ...], tuple[_Pattern, tuple[Detector, ...]]] = field(
         init=False, repr=False
     )
 
@@ -285,9 +285,11 @@ class DetectorSet:
                 return True
         return False
 
-    def spans(self, text: str | bytes, only: frozenset[str] | None = None) -> list[Span]:
+    def spans(self, text: str | bytes, only: tuple[str, ...] | None = None) -> list[Span]:
         """Confirmed hits (of the detectors in ``only``, or all), sorted, overlaps merged.
 
+        Where two detectors match the same text, the one named first in ``only`` wins (with
+        ``only`` omitted: custom detectors before built-in ones, as they are the more specific).
         Offsets are in characters for ``str`` input and in bytes for ``bytes`` input. One
         combined pattern finds the leftmost candidate of any detector; where the winning
         candidate fails its validator, the other detectors are tried at that place, so a
@@ -333,11 +335,16 @@ class DetectorSet:
                     found.append(Span(begin, end, detector.name))
         return found
 
-    def _combined_for(self, only: frozenset[str] | None) -> tuple[_Pattern, tuple[Detector, ...]]:
-        key = only if only is not None else frozenset(self.names)
+    def _combined_for(self, only: tuple[str, ...] | None) -> tuple[_Pattern, tuple[Detector, ...]]:
+        if only is None:
+            only = tuple(d.name for d in self.detectors if not d.builtin) + tuple(
+                d.name for d in self.detectors if d.builtin
+            )
+        key = only
         cached = self._combined.get(key)
         if cached is None:
-            members = tuple(d for d in self.detectors if d.name in key)
+            by_name = {d.name: d for d in self.detectors}
+            members = tuple(by_name[name] for name in key if name in by_name)
             if not members:
                 raise ValueError(f"no detectors named {sorted(key)}")
             cached = (_Pattern("|".join(f"({d.pattern})" for d in members)), members)

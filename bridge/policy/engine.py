@@ -116,7 +116,7 @@ class Engine:
                 FieldPath.parse(t.path),
                 t.action,
                 key=self._key(t.key) if t.key else None,
-                detectors=frozenset(t.detectors) if t.detectors else None,
+                detectors=t.detectors,
                 scanner=self.scanner,
             )
             for t in rule.transform

@@ -88,7 +88,7 @@ class FieldTransform:
         path: FieldPath,
         action: str,
         key: CryptoKey | None = None,
-        detectors: frozenset[str] | None = None,
+        detectors: tuple[str, ...] | None = None,
         scanner: DetectorSet | None = None,
     ) -> None:
         self.path, self.action, self.key, self.detectors, self.scanner = (
@@ -146,7 +146,7 @@ class FieldTransform:
 def _change_for(
     action: str,
     key: CryptoKey | None,
-    detectors: frozenset[str] | None,
+    detectors: tuple[str, ...] | None,
     scanner: DetectorSet | None,
 ) -> Callable[[Any], Any] | None:
     if action == "drop":
@@ -183,7 +183,7 @@ def _drop(places: list[Location]) -> int:
     return dropped
 
 
-def mask_found(value: Any, scanner: DetectorSet, only: frozenset[str]) -> Any:
+def mask_found(value: Any, scanner: DetectorSet, only: tuple[str, ...]) -> Any:
     """``value`` with what the detectors in ``only`` find replaced by ``[<detector>]``.
 
     Strings are scanned; numbers are scanned in their decimal form (a phone number stored as an

@@ -108,7 +108,7 @@ def test_luhn_and_mod97() -> None:
 def test_spans_are_merged_and_restricted_to_the_requested_detectors() -> None:
     """Mask spans: only the asked-for detectors, overlapping hits merged."""
     text = "mail jane@example.com, call +44 20 7946 0958, ssn 123-45-6789"
-    spans = ALL.spans(text, frozenset({"email", "us_ssn"}))
+    spans = ALL.spans(text, ("email", "us_ssn"))
     assert [(text[s.start : s.end], s.detector) for s in spans] == [
         ("jane@example.com", "email"),
         ("123-45-6789", "us_ssn"),
@@ -148,3 +148,28 @@ def test_catastrophic_backtracking_pattern_runs_in_linear_time() -> None:
     """(a+)+$ hangs a backtracking engine on 'aaaa…!'; under RE2 it is an ordinary scan."""
     scanner = DetectorSet.of([custom_detector("evil", r"(a+)+$")])
     assert scanner.classes_in("a" * 100_000 + "!") == []
+
+
+def test_the_first_named_detector_wins_on_the_same_text() -> None:
+    """'943 476 5919' is a phone shape and an NHS number: the order asked for decides the name."""
+    nhs = custom_detector("nhs_number", r"\b\d{3} \d{3} \d{4}\b")
+    scanner = DetectorSet.of([*BUILTIN_DETECTORS.values(), nhs])
+    text = "see 943 476 5919"
+    assert [s.detector for s in scanner.spans(text, ("nhs_number", "phone"))] == ["nhs_number"]
+    assert [s.detector for s in scanner.spans(text, ("phone", "nhs_number"))] == ["phone"]
+    assert [s.detector for s in scanner.spans(text)] == ["nhs_number"]
+
+
+def test_a_failed_look_alike_does_not_hide_a_real_value() -> None:
+    """A 16-digit run failing Luhn is no card, but its tail can still be a phone number."""
+    text = "ref 4111 1111 1111 1112, tel +44 20 7946 0958"
+    assert [
+        (text[s.start : s.end], s.detector) for s in ALL.spans(text, ("credit_card", "phone"))
+    ] == [("+44 20 7946 0958", "phone")]
+
+
+def test_spans_of_non_ascii_text_are_in_characters() -> None:
+    """Offsets index the str the caller gave, not its UTF-8 bytes."""
+    text = "Grüße an jane@example.de"
+    (span,) = ALL.spans(text, ("email",))
+    assert text[span.start : span.end] == "jane@example.de"
