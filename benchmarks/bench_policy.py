@@ -77,7 +77,7 @@ def main() -> None:
     for message in (canonical_message, pretty_message):
         decision = engine.evaluate(message)
         assert decision.allowed, decision.reason
-        assert [t.count for t in decision.transforms] == [1, 1, 1, 1], decision.transforms
+        assert [t.places for t in decision.transforms] == [1, 1, 1, 1], decision.transforms
         assert decision.payload is not None
         assert b"123-45-6789" not in decision.payload
         assert b"jane.doe@example.com" not in decision.payload

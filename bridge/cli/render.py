@@ -38,7 +38,7 @@ def print_explanation(explanation: Explanation, *, throwaway_keys: bool, color: 
     if decision.transforms:
         print("transforms:")
         for applied in decision.transforms:
-            places = f"{applied.count} place{'s' if applied.count != 1 else ''}"
+            places = f"{applied.places} place{'s' if applied.places != 1 else ''}"
             print(f"  {applied.action:<9} {applied.path} ({places})")
         if throwaway_keys and any(t.action in ("hash", "tokenize") for t in decision.transforms):
             print(

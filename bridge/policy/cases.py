@@ -94,7 +94,7 @@ def check_expectations(expect: Expect, decision: Decision) -> list[str]:
         differ("destinations", list(expect.destinations), list(decision.destinations))
     if expect.transforms is not None:
         expected = [(t.path, t.action) for t in expect.transforms]
-        actual = [(t.path, t.action) for t in decision.transforms if t.count]
+        actual = [(t.path, t.action) for t in decision.transforms if t.places]
         differ("transforms", expected, actual)
 
     output = orjson.loads(decision.payload) if decision.payload is not None else None

@@ -13,7 +13,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import re2
 from re2 import _re2
@@ -196,8 +196,9 @@ def custom_detector(name: str, pattern: str, description: str = "") -> Detector:
     return Detector(name, pattern, description or f"custom pattern {name}", None, builtin=False)
 
 
-@dataclass(frozen=True, slots=True)
-class Span:
+class Span(NamedTuple):
+    """A confirmed hit: where it starts and ends, and which detector found it."""
+
     start: int
     end: int
     detector: str

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -41,9 +41,12 @@ class Message:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome for one message. A deny carries no payload."""
+class Decision(NamedTuple):
+    """The outcome for one message. A deny carries no payload.
+
+    A named tuple rather than a dataclass: one is made per message, and this is the cheapest
+    immutable record Python has.
+    """
 
     verdict: Verdict
     reason: str
@@ -186,8 +189,10 @@ class Engine:
             return self._deny(
                 "bad-subject", None, classification, "the subject is not a valid NATS subject"
             )
-        rule = next((r for r in rules if r.classes is None or classification in r.classes), None)
-        if rule is None:
+        for rule in rules:
+            if rule.classes is None or classification in rule.classes:
+                break
+        else:
             return self._deny(
                 "no-matching-rule",
                 None,

@@ -120,7 +120,7 @@ def explanation_json(explanation: Explanation) -> dict[str, Any]:
         "policy": decision.policy,
         "revision": decision.revision,
         "transforms": [
-            {"path": t.path, "action": t.action, "count": t.count} for t in decision.transforms
+            {"path": t.path, "action": t.action, "places": t.places} for t in decision.transforms
         ],
         "trace": [{"rule": t.rule, "outcome": t.outcome, "why": t.why} for t in explanation.trace],
         "payload": orjson.loads(decision.payload) if decision.payload is not None else None,

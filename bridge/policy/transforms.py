@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import binascii
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -69,13 +68,12 @@ def reidentify_value(token: str, key: CryptoKey) -> Any:
     return orjson.loads(plain)
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
+class Applied(NamedTuple):
     """What one transform did to one message: the policy's path, the action, how many places."""
 
     path: str
     action: str
-    count: int
+    places: int
 
 
 class FieldTransform:

@@ -100,7 +100,7 @@ def test_allowed_output_is_the_transformed_copy(claims_engine: Engine) -> None:
     output = orjson.loads(decision.payload)
     assert "ssn" not in output["claimant"]
     assert output["claimant"]["name"].startswith("tok:v1:")
-    assert [(t.path, t.action, t.count) for t in decision.transforms] == [
+    assert [(t.path, t.action, t.places) for t in decision.transforms] == [
         ("$.claimant.ssn", "drop", 1),
         ("$.claimant.name", "tokenize", 1),
         ("$.policy_number", "hash", 0),
