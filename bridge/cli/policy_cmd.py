@@ -262,7 +262,7 @@ def _verify(arguments: argparse.Namespace) -> int:
 def _keygen(arguments: argparse.Namespace) -> int:
     private_path, public_path = generate_signing_keys(arguments.out)
     print(f"private key: {private_path} (keep it with the security team, mode 0600)")
-    print(f"public key:  {public_path} (give it to edge bridges: policy.signature.pubkey)")
+    print(f"public key:  {public_path} (edge bridges verify bundles with it)")
     return 0
 
 

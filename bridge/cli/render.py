@@ -54,3 +54,12 @@ def print_explanation(explanation: Explanation, *, throwaway_keys: bool, color: 
         after = _short(change.after) if change.change != "removed" else "(dropped)"
         line = f"  {_MARKS[change.change]} {change.path:<{width}}{before:<{_WIDTH + 2}}{after}"
         print(_paint(line, change.change, color))
+    long_changes = [
+        c for c in explanation.fields
+        if c.change == "changed" and isinstance(c.before, str) and isinstance(c.after, str)
+        and max(len(c.before), len(c.after)) > _WIDTH - 2
+    ]  # fmt: skip
+    for change in long_changes:
+        print(f"{change.path} in full:")
+        print(f"  input:  {change.before}")
+        print(_paint(f"  output: {change.after}", "changed", color))

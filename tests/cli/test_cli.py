@@ -206,6 +206,10 @@ def test_explain_human_output_puts_input_next_to_output() -> None:
         line.startswith("  ~ $.claimant.name") and "tok:v1:" in line for line in out.splitlines()
     )
     assert "throw-away keys" in out
+    assert (
+        "  output: Rear bumper and tail light damaged while parked. Claimant can be reached on [phone] or [email]"
+        in out
+    )
 
 
 def test_explain_with_a_key_store_is_stable_across_runs(tmp_path: Path) -> None:
