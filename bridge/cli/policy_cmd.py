@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from bridge.cli.render import print_explanation
 from bridge.errors import BundleError, UsageError
 from bridge.keys import FileKeyStore
@@ -264,7 +262,3 @@ def _keygen(arguments: argparse.Namespace) -> int:
     print(f"private key: {private_path} (keep it with the security team, mode 0600)")
     print(f"public key:  {public_path} (edge bridges verify bundles with it)")
     return 0
-
-
-def dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()

@@ -19,7 +19,7 @@ from bridge.contract import CLASSIFICATIONS, HEADER_CLASS
 from bridge.errors import UnknownKeyError
 from bridge.policy.detectors import BUILTIN_DETECTORS, Detector, DetectorSet, custom_detector
 from bridge.policy.keyring import CryptoKey, KeyRing
-from bridge.policy.model import ResidencyPolicy, Rule
+from bridge.policy.model import ReplyRule, ResidencyPolicy, Rule
 from bridge.policy.paths import FieldPath
 from bridge.policy.payload import PayloadError, PayloadLimits, parse_payload
 from bridge.policy.subjects import SubjectPattern, subject_error
@@ -106,6 +106,10 @@ class Engine:
         self._current: dict[str, CryptoKey] = {}
         self.rules = tuple(self._compile(index, rule) for index, rule in enumerate(spec.rules))
         self._by_subject: dict[str, tuple[CompiledRule, ...]] = {}
+        self._replies = tuple(
+            (reply, tuple(SubjectPattern.parse(s) for s in reply.match.subjects))
+            for reply in spec.replies
+        )
         self._versions: dict[tuple[str, int], CryptoKey] = {}
 
     def _key(self, name: str) -> CryptoKey:
@@ -254,12 +258,13 @@ class Engine:
                     done += 1
         return ReplyDecision(rule.name or "reply", orjson.dumps(document), done, failed)
 
-    def reply_rule(self, subject: str) -> Any:
+    def reply_rule(self, subject: str) -> ReplyRule | None:
+        """The first reply rule covering ``subject``, or None."""
         if subject_error(subject, pattern=False) is not None:
             return None
         tokens = subject.split(".")
-        for rule in self.policy.spec.replies:
-            if any(SubjectPattern.parse(s).matches(tokens) for s in rule.match.subjects):
+        for rule, patterns in self._replies:
+            if any(pattern.matches(tokens) for pattern in patterns):
                 return rule
         return None
 

@@ -46,25 +46,11 @@ def load_policy_file(path: str | Path) -> LoadedPolicy:
     """Load one policy file, or raise :class:`PolicyLoadError` listing every problem."""
     file = str(path)
     try:
-        data = (
-            Path(path).read_bytes() if Path(path).stat().st_size <= MAX_POLICY_FILE_BYTES else None
-        )
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_POLICY_FILE_BYTES + 1)
     except OSError as error:
-        raise PolicyLoadError(
-            [Problem(file, 1, 1, "unreadable", error.strerror or str(error))]
-        ) from None
-    if data is None:
-        raise PolicyLoadError(
-            [
-                Problem(
-                    file,
-                    1,
-                    1,
-                    "too-large",
-                    f"policy files are limited to {MAX_POLICY_FILE_BYTES} bytes",
-                )
-            ]
-        )
+        problem = Problem(file, 1, 1, "unreadable", error.strerror or str(error))
+        raise PolicyLoadError([problem]) from None
     return load_policy_bytes(file, data)
 
 
