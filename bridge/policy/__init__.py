@@ -5,6 +5,7 @@ bundle files and nothing else.
 """
 
 from bridge.policy.bundle import VerifiedBundle, sign_bundle, verify_bundle
+from bridge.policy.bundled import BundledPolicies, load_bundle
 from bridge.policy.cases import CaseReport, run_cases
 from bridge.policy.engine import Decision, Engine, Message, ReplyDecision
 from bridge.policy.explain import Explanation, explain
@@ -14,6 +15,7 @@ from bridge.policy.model import ResidencyPolicy, json_schema
 from bridge.policy.payload import PayloadError, PayloadLimits, parse_payload
 
 __all__ = [
+    "BundledPolicies",
     "CaseReport",
     "Decision",
     "Engine",
@@ -30,6 +32,7 @@ __all__ = [
     "VerifiedBundle",
     "explain",
     "json_schema",
+    "load_bundle",
     "load_policies",
     "load_policy_bytes",
     "load_policy_file",

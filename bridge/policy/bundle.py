@@ -228,3 +228,11 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise BundleError(f"{path} is not an Ed25519 public key")
     return key
+
+
+def check_rollback(bundle: VerifiedBundle, running_revision: int | None) -> None:
+    """Refuse a bundle older than the revision in force (re-applying the same one is fine)."""
+    if running_revision is not None and bundle.revision < running_revision:
+        raise BundleError(
+            f"refusing rollback: bundle revision {bundle.revision} is lower than the running revision {running_revision}"
+        )

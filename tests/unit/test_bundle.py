@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bridge.errors import BundleError
+from bridge.errors import BundleError, PolicyLoadError
 from bridge.policy import sign_bundle, verify_bundle
 from bridge.policy.bundle import (
     MAX_BUNDLE_BYTES,
@@ -20,6 +20,8 @@ from bridge.policy.bundle import (
     load_private_key,
     load_public_key,
 )
+from bridge.policy.bundled import load_bundle
+from tests.conftest import POLICIES
 
 FILES = {"claims.yaml": b"kind: ResidencyPolicy\n", "hr.yaml": b"kind: ResidencyPolicy\n# hr\n"}
 KEY = Ed25519PrivateKey.generate()
@@ -136,3 +138,26 @@ def test_loading_keys_refuses_unsafe_or_wrong_files(tmp_path: Path) -> None:
         load_public_key(garbage)
     with pytest.raises(BundleError, match="No such file"):
         load_public_key(tmp_path / "absent.pub")
+
+
+def test_load_bundle_verifies_loads_and_refuses_rollback() -> None:
+    """A runtime gets every policy of a good bundle, and nothing from an older one."""
+    files = {path.name: path.read_bytes() for path in sorted(POLICIES.glob("*.yaml"))}
+    data = sign_bundle(files, 5, KEY)
+    bundled = load_bundle(data, KEY.public_key(), running_revision=5)
+    assert bundled.revision == 5
+    assert bundled.named("claims").policy.metadata.name == "claims"
+    with pytest.raises(BundleError, match="no policy named 'billing'"):
+        bundled.named("billing")
+    with pytest.raises(
+        BundleError,
+        match="refusing rollback: bundle revision 5 is lower than the running revision 6",
+    ):
+        load_bundle(data, KEY.public_key(), running_revision=6)
+
+
+def test_load_bundle_refuses_a_signed_but_invalid_policy() -> None:
+    """Signing does not make a policy valid: a bad file fails the whole bundle."""
+    data = sign_bundle({"bad.yaml": b"kind: [\n"}, 1, KEY)
+    with pytest.raises(PolicyLoadError, match=r"bundle:bad\.yaml"):
+        load_bundle(data, KEY.public_key())
