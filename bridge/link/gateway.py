@@ -1,0 +1,389 @@
+"""The cloud end of the link: a gRPC server that knows which sites may connect and send what.
+
+For each stream the gateway checks, before reading anything, that the TLS session is 1.3 and
+that the client certificate names a known site of its trust domain that is neither revoked nor
+denied; then it expects Hello from that very site. Outbound batches go to the handler (in the
+cloud runtime: JetStream) and every envelope is answered, by id, with an ack once the handler
+has stored it or a reject saying why not. Replies for a site go back on its stream with the
+same window and batching as the edge uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from bridge.link.envelope import (
+    CAPABILITY_NOT_ALLOWED,
+    HANDLER_FAILED,
+    MALFORMED,
+    TOO_LARGE,
+    Envelope,
+    Reject,
+)
+from bridge.link.identity import IdentityError, SiteIdentity, identity_from_certificate
+from bridge.link.outbox import Outbox, OutboxClosed, ResultCallback
+from bridge.link.revocation import Revocations
+from bridge.link.settings import LinkSettings
+from bridge.link.tls import ServerTLS
+from bridge.link.v1 import link_pb2 as pb
+from bridge.link.v1 import link_pb2_grpc as pb_grpc
+from bridge.policy.subjects import SubjectPattern, subject_error
+
+log = logging.getLogger("rbridge.link.gateway")
+SERVICE = "bridge.link.v1.Link"
+
+
+class OutboundHandler(Protocol):
+    """What the gateway does with a site's envelopes: store them, then say which it took."""
+
+    async def accept(
+        self, site: SiteIdentity, envelopes: Sequence[Envelope]
+    ) -> Sequence[Reject | None]:
+        """One answer per envelope, in order: None once stored, else the reason it was refused."""
+        ...
+
+
+def _ignore_result(token: Any, envelope: Envelope, reject: Reject | None) -> None:
+    """The default for replies: nobody waits for their outcome."""
+
+
+class NotConnected(Exception):
+    """No stream from that site is open on this gateway."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRules:
+    """What one site may send: capability patterns (NATS wildcards)."""
+
+    capabilities: tuple[SubjectPattern, ...]
+
+    @classmethod
+    def of(cls, patterns: Sequence[str]) -> SiteRules:
+        return cls(tuple(SubjectPattern.parse(pattern) for pattern in patterns))
+
+    def allows(self, capability: str) -> bool:
+        if subject_error(capability, pattern=False) is not None:
+            return False
+        tokens = capability.split(".")
+        return any(pattern.matches(tokens) for pattern in self.capabilities)
+
+
+@dataclass(eq=False)
+class Session:
+    """One open stream from one edge bridge instance."""
+
+    identity: SiteIdentity
+    instance: str
+    revision: int
+    outbox: Outbox
+    frames: asyncio.Queue[pb.CloudFrame] = field(default_factory=asyncio.Queue)
+    closing: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class LinkGateway(pb_grpc.LinkServicer):
+    def __init__(
+        self,
+        *,
+        tls: ServerTLS,
+        revocations: Revocations,
+        trust_domain: str,
+        sites: Mapping[str, Sequence[str]],
+        handler: OutboundHandler,
+        settings: LinkSettings | None = None,
+        on_reply_result: ResultCallback | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.tls = tls
+        self.revocations = revocations
+        self.trust_domain = trust_domain
+        self.sites = {site: SiteRules.of(patterns) for site, patterns in sites.items()}
+        self.handler = handler
+        self.settings = settings or LinkSettings()
+        self.name = name or f"gateway-{uuid.uuid4().hex[:8]}"
+        self._on_reply_result = on_reply_result or _ignore_result
+        self.sessions: dict[str, list[Session]] = {}
+        self.refused: list[tuple[str, str]] = []
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._watcher: asyncio.Task[None] | None = None
+        self.port = 0
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, address: str = "127.0.0.1:0") -> int:
+        """Listen on ``address`` (port 0: any free port); returns the port."""
+        server = grpc.aio.server(options=self.settings.server_options())
+        pb_grpc.add_LinkServicer_to_server(self, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        self.port = server.add_secure_port(address, self.tls.credentials())
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+        await server.start()
+        await self._health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        self._watcher = asyncio.create_task(self._watch_revocations())
+        log.info("gateway %s listening on port %d", self.name, self.port)
+        return self.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop taking streams, let open ones finish their batches, then close within ``grace``."""
+        if self._server is None:
+            return
+        await self._health.enter_graceful_shutdown()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        sessions = [session for group in self.sessions.values() for session in group]
+        for session in sessions:
+            self._close_session(session, "gateway stopping")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in sessions)), grace)
+        await self._server.stop(grace)
+        self._server = None
+
+    def _close_session(self, session: Session, reason: str) -> None:
+        if not session.closing:
+            session.closing = True
+            session.frames.put_nowait(pb.CloudFrame(goodbye=pb.Goodbye(reason=reason)))
+
+    async def _watch_revocations(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.revocation_check_interval)
+            if not await asyncio.to_thread(self.revocations.refresh):
+                continue
+            for group in list(self.sessions.values()):
+                for session in list(group):
+                    refusal = self.revocations.refusal(session.identity)
+                    if refusal is not None:
+                        log.warning(
+                            "closing the stream of site %s: %s", session.identity.site, refusal
+                        )
+                        self._close_session(session, refusal)
+
+    # --- replies to sites ----------------------------------------------------------------
+
+    def connected(self, site: str) -> bool:
+        return bool(self.sessions.get(site))
+
+    async def send(self, site: str, envelope: Envelope, token: Any = None) -> None:
+        """Queue a reply for ``site`` on one of its open streams (waits while its window is full)."""
+        group = [session for session in self.sessions.get(site, ()) if not session.closing]
+        if not group:
+            raise NotConnected(site)
+        session = min(group, key=lambda s: len(s.outbox))
+        try:
+            await session.outbox.put(envelope, token)
+        except OutboxClosed:
+            raise NotConnected(site) from None
+
+    # --- the stream ----------------------------------------------------------------------
+
+    def _authorize(self, context: grpc.aio.ServicerContext[Any, Any]) -> SiteIdentity:
+        auth = context.auth_context()
+        version = b"".join(auth.get("ssl_tls_version", []))
+        if version != b"TLSv1.3":
+            raise IdentityError(
+                "tls-version",
+                f"TLS 1.3 is required, the session uses {version.decode() or 'no TLS'}",
+            )
+        pems = list(auth.get("x509_pem_cert", []))
+        if not pems:
+            raise IdentityError("no-certificate", "no client certificate was presented")
+        identity = identity_from_certificate(pems[0], self.trust_domain)
+        if identity.site not in self.sites:
+            raise IdentityError(
+                "unknown-site", f"site {identity.site!r} is not configured on this gateway"
+            )
+        refusal = self.revocations.refusal(identity)
+        if refusal is not None:
+            raise IdentityError("revoked", refusal)
+        return identity
+
+    async def _refuse(
+        self, context: grpc.aio.ServicerContext[Any, Any], code: str, message: str
+    ) -> None:
+        peer = context.peer()
+        self.refused.append((code, message))
+        log.warning("refused a stream from %s: %s: %s", peer, code, message)
+        status = (
+            grpc.StatusCode.UNAUTHENTICATED
+            if code in ("no-certificate", "tls-version")
+            else grpc.StatusCode.PERMISSION_DENIED
+        )
+        await context.abort(status, f"{code}: {message}")
+
+    async def Connect(  # type: ignore[override]  # read/write style, not an iterator
+        self,
+        request_iterator: Any,  # noqa: ARG002 - frames are read with context.read()
+        context: grpc.aio.ServicerContext[pb.EdgeFrame, pb.CloudFrame],
+    ) -> None:
+        try:
+            identity = self._authorize(context)
+        except IdentityError as error:
+            await self._refuse(context, error.code, str(error))
+            return
+        try:
+            first = await asyncio.wait_for(context.read(), self.settings.hello_timeout)
+        except TimeoutError:
+            await self._refuse(context, "no-hello", "the stream did not start with Hello in time")
+            return
+        if not isinstance(first, pb.EdgeFrame) or first.WhichOneof("frame") != "hello":
+            await self._refuse(context, "no-hello", "the first frame must be Hello")
+            return
+        hello = first.hello
+        if hello.site != identity.site:
+            await self._refuse(
+                context,
+                "site-mismatch",
+                f"Hello names site {hello.site!r}, the certificate {identity.site!r}",
+            )
+            return
+        window = max(1, min(hello.window or self.settings.window, self.settings.window))
+        session = Session(
+            identity,
+            hello.instance,
+            hello.policy_revision,
+            Outbox(window, self.settings.max_batch, self.settings.linger, self._on_reply_result),
+        )
+        self.sessions.setdefault(identity.site, []).append(session)
+        log.info(
+            "site %s instance %s connected (policy revision %d)",
+            identity.site,
+            hello.instance,
+            hello.policy_revision,
+        )
+        await context.write(
+            pb.CloudFrame(
+                welcome=pb.Welcome(
+                    gateway=self.name,
+                    window=self.settings.window,
+                    max_batch=self.settings.max_batch,
+                )
+            )
+        )
+        tasks = [
+            asyncio.create_task(self._read(session, context)),
+            asyncio.create_task(self._write(session, context)),
+            asyncio.create_task(self._batch_replies(session)),
+        ]
+        try:
+            await tasks[0]
+            # The edge is done sending: flush what we owe it, then end the stream.
+            await session.frames.join()
+        except (grpc.aio.AioRpcError, asyncio.CancelledError, ConnectionError) as error:
+            log.info("stream of site %s ended: %s", identity.site, type(error).__name__)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.sessions[identity.site].remove(session)
+            if not self.sessions[identity.site]:
+                del self.sessions[identity.site]
+            lost = session.outbox.fail_all("the site's stream ended before it answered")
+            session.done.set()
+            log.info(
+                "site %s instance %s disconnected (%d replies unanswered)",
+                identity.site,
+                session.instance,
+                lost,
+            )
+
+    async def _read(self, session: Session, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        while True:
+            frame = await context.read()
+            if frame is grpc.aio.EOF:
+                return
+            kind = frame.WhichOneof("frame")
+            if kind == "batch":
+                if session.closing:
+                    # After our Goodbye nothing new is taken; unanswered envelopes are resent elsewhere.
+                    continue
+                await self._accept_batch(session, frame.batch.envelopes)
+            elif kind == "acks":
+                session.outbox.resolve(acked=frame.acks.ids)
+            elif kind == "rejects":
+                session.outbox.resolve(
+                    rejected=[(r.id, Reject(r.code, r.reason)) for r in frame.rejects.rejects]
+                )
+            elif kind == "goodbye":
+                log.info(
+                    "site %s says goodbye: %s", session.identity.site, frame.goodbye.reason[:200]
+                )
+                return
+
+    async def _accept_batch(self, session: Session, wires: Sequence[pb.Envelope]) -> None:
+        rules = self.sites[session.identity.site]
+        limit = self.settings.max_envelope_bytes
+        answers: dict[int, Reject] = {}
+        accepted: list[Envelope] = []
+        positions: list[int] = []
+        for position, wire in enumerate(wires):
+            if not wire.id or len(wire.id) > 256:
+                answers[position] = Reject(MALFORMED, "envelope without a valid id")
+            elif len(wire.payload) > limit:
+                answers[position] = Reject(
+                    TOO_LARGE, f"payload of {len(wire.payload)} bytes exceeds {limit}"
+                )
+            elif not rules.allows(wire.capability):
+                answers[position] = Reject(
+                    CAPABILITY_NOT_ALLOWED,
+                    f"site {session.identity.site!r} may not send capability {wire.capability[:200]!r}",
+                )
+                log.warning(
+                    "site %s sent capability %r it may not send (id %s)",
+                    session.identity.site,
+                    wire.capability[:200],
+                    wire.id[:64],
+                )
+            else:
+                accepted.append(Envelope.from_wire(wire))
+                positions.append(position)
+        if accepted:
+            try:
+                results = list(await self.handler.accept(session.identity, accepted))
+                if len(results) != len(accepted):
+                    raise ValueError("the handler answered for a different number of envelopes")
+            except Exception as error:
+                log.exception("handler failed on a batch from site %s", session.identity.site)
+                results = [
+                    Reject(
+                        HANDLER_FAILED, f"the gateway could not store it ({type(error).__name__})"
+                    )
+                ] * len(accepted)
+            for position, result in zip(positions, results, strict=True):
+                if result is not None:
+                    answers[position] = result
+        acks = [wire.id for position, wire in enumerate(wires) if position not in answers]
+        if acks:
+            session.frames.put_nowait(pb.CloudFrame(acks=pb.Acks(ids=acks)))
+        if answers:
+            rejects = [
+                pb.Reject(id=wires[p].id, code=r.code, reason=r.reason) for p, r in answers.items()
+            ]
+            session.frames.put_nowait(pb.CloudFrame(rejects=pb.Rejects(rejects=rejects)))
+
+    async def _write(self, session: Session, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        while True:
+            frame = await session.frames.get()
+            try:
+                await context.write(frame)
+            finally:
+                session.frames.task_done()
+
+    async def _batch_replies(self, session: Session) -> None:
+        while True:
+            batch = await session.outbox.next_batch()
+            if batch:
+                session.frames.put_nowait(
+                    pb.CloudFrame(batch=pb.Batch(envelopes=[e.to_wire() for e in batch]))
+                )

@@ -1,0 +1,130 @@
+"""Envelopes on their way over the link, until the other side has answered for each of them.
+
+Both ends use one: the edge for outbound envelopes, the gateway for replies to a site. It bounds
+the envelopes not yet answered by a window (``put`` waits when it is full: that wait is the
+back-pressure that slows a sender down to the receiver's pace), forms batches for the writer,
+and on reconnect puts every unanswered envelope back in line, with the same ids, so nothing
+sent before the break is lost and the receiver can drop what it already had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from bridge.link.envelope import LINK_LOST, Envelope, Reject
+
+#: Called once per envelope with its token and the outcome: None for an ack, or the Reject.
+ResultCallback = Callable[[Any, Envelope, Reject | None], None]
+
+
+class OutboxClosed(Exception):
+    """The outbox no longer takes envelopes (the link is stopping)."""
+
+
+class Outbox:
+    def __init__(
+        self, window: int, max_batch: int, linger: float, on_result: ResultCallback
+    ) -> None:
+        if window < 1 or max_batch < 1:
+            raise ValueError("window and max_batch must be positive")
+        self.window = window
+        self.max_batch = max_batch
+        self.linger = linger
+        self._on_result = on_result
+        self._unacked: dict[str, tuple[Envelope, Any]] = {}
+        self._pending: deque[str] = deque()
+        self._has_room = asyncio.Event()
+        self._has_room.set()
+        self._has_pending = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._closed = False
+        self.sent = 0
+        self.acked = 0
+        self.rejected = 0
+
+    def __len__(self) -> int:
+        """Envelopes accepted and not yet answered."""
+        return len(self._unacked)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def put(self, envelope: Envelope, token: Any = None) -> None:
+        """Queue ``envelope``; waits while the window is full. Raises OutboxClosed when stopping."""
+        while len(self._unacked) >= self.window:
+            if self._closed:
+                raise OutboxClosed
+            self._has_room.clear()
+            await self._has_room.wait()
+        if self._closed:
+            raise OutboxClosed
+        if envelope.id in self._unacked:
+            raise ValueError(f"envelope id {envelope.id!r} is already in flight")
+        self._unacked[envelope.id] = (envelope, token)
+        self._pending.append(envelope.id)
+        self._empty.clear()
+        self._has_pending.set()
+
+    async def next_batch(self) -> list[Envelope]:
+        """The next envelopes to write: waits for one, then lingers briefly for more."""
+        while not self._pending:
+            self._has_pending.clear()
+            await self._has_pending.wait()
+        if len(self._pending) < self.max_batch and self.linger > 0:
+            await asyncio.sleep(self.linger)
+        batch: list[Envelope] = []
+        unacked, pending = self._unacked, self._pending
+        while pending and len(batch) < self.max_batch:
+            entry = unacked.get(pending.popleft())
+            if entry is not None:
+                batch.append(entry[0])
+        self.sent += len(batch)
+        return batch
+
+    def resolve(
+        self, acked: Iterable[str] = (), rejected: Iterable[tuple[str, Reject]] = ()
+    ) -> None:
+        """Settle envelopes the other side answered; answers for unknown ids are ignored."""
+        unacked, callback = self._unacked, self._on_result
+        for envelope_id in acked:
+            entry = unacked.pop(envelope_id, None)
+            if entry is not None:
+                self.acked += 1
+                callback(entry[1], entry[0], None)
+        for envelope_id, reject in rejected:
+            entry = unacked.pop(envelope_id, None)
+            if entry is not None:
+                self.rejected += 1
+                callback(entry[1], entry[0], reject)
+        if len(unacked) < self.window:
+            self._has_room.set()
+        if not unacked:
+            self._empty.set()
+
+    def requeue(self) -> int:
+        """After a broken link: every unanswered envelope goes back in line, oldest first."""
+        self._pending = deque(self._unacked)
+        if self._pending:
+            self._has_pending.set()
+        return len(self._pending)
+
+    async def drained(self) -> None:
+        """Wait until every accepted envelope has been answered."""
+        await self._empty.wait()
+
+    def close(self) -> None:
+        """Take no more envelopes; wake any sender waiting for room so it can see that."""
+        self._closed = True
+        self._has_room.set()
+
+    def fail_all(self, reason: str) -> int:
+        """Give up on every unanswered envelope (reported as rejected with ``link-lost``)."""
+        lost = list(self._unacked)
+        self.resolve(rejected=[(envelope_id, Reject(LINK_LOST, reason)) for envelope_id in lost])
+        self._pending.clear()
+        return len(lost)
