@@ -87,6 +87,8 @@ class Session:
     outbox: Outbox
     frames: asyncio.Queue[pb.CloudFrame] = field(default_factory=asyncio.Queue)
     closing: bool = False
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -152,9 +154,12 @@ class LinkGateway(pb_grpc.LinkServicer):
         self._server = None
 
     def _close_session(self, session: Session, reason: str) -> None:
+        """Say goodbye and end the stream once the batch in hand is answered."""
         if not session.closing:
             session.closing = True
+            session.outbox.close()
             session.frames.put_nowait(pb.CloudFrame(goodbye=pb.Goodbye(reason=reason)))
+            session.closed.set()
 
     async def _watch_revocations(self) -> None:
         while True:
@@ -275,12 +280,33 @@ class LinkGateway(pb_grpc.LinkServicer):
             asyncio.create_task(self._read(session, context)),
             asyncio.create_task(self._write(session, context)),
             asyncio.create_task(self._batch_replies(session)),
+            asyncio.create_task(session.closed.wait()),
         ]
         try:
-            await tasks[0]
-            # The edge is done sending: flush what we owe it, then end the stream.
-            await session.frames.join()
-        except (grpc.aio.AioRpcError, asyncio.CancelledError, ConnectionError) as error:
+            done, _ = await asyncio.wait(
+                [tasks[0], tasks[1], tasks[3]], return_when=asyncio.FIRST_COMPLETED
+            )
+            if tasks[1] in done:
+                tasks[1].result()  # a failed write ends the stream
+            if tasks[0] in done and (failure := tasks[0].exception()) is not None:
+                if isinstance(failure, grpc.aio.AbortError):
+                    raise failure
+                # Bytes that do not parse as a frame: this stream is over, the others are not.
+                log.warning(
+                    "site %s sent an unreadable frame (%s)", identity.site, type(failure).__name__
+                )
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed frame")
+            # The edge is done sending, or we are closing: answer the batch in hand, flush, end.
+            async with session.busy:
+                session.closing = True
+            async with asyncio.timeout(self.settings.hello_timeout):
+                await session.frames.join()
+        except (
+            grpc.aio.AioRpcError,
+            asyncio.CancelledError,
+            ConnectionError,
+            TimeoutError,
+        ) as error:
             log.info("stream of site %s ended: %s", identity.site, type(error).__name__)
         finally:
             for task in tasks:
@@ -305,10 +331,11 @@ class LinkGateway(pb_grpc.LinkServicer):
                 return
             kind = frame.WhichOneof("frame")
             if kind == "batch":
-                if session.closing:
-                    # After our Goodbye nothing new is taken; unanswered envelopes are resent elsewhere.
-                    continue
-                await self._accept_batch(session, frame.batch.envelopes)
+                async with session.busy:
+                    if session.closing:
+                        # After our Goodbye nothing new is taken; the edge resends it elsewhere.
+                        continue
+                    await self._accept_batch(session, frame.batch.envelopes)
             elif kind == "acks":
                 session.outbox.resolve(acked=frame.acks.ids)
             elif kind == "rejects":
@@ -320,6 +347,11 @@ class LinkGateway(pb_grpc.LinkServicer):
                     "site %s says goodbye: %s", session.identity.site, frame.goodbye.reason[:200]
                 )
                 return
+            else:
+                log.warning("site %s sent a frame of no known kind", session.identity.site)
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "malformed frame: no known kind"
+                )
 
     async def _accept_batch(self, session: Session, wires: Sequence[pb.Envelope]) -> None:
         rules = self.sites[session.identity.site]

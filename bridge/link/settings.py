@@ -42,6 +42,9 @@ class LinkSettings:
         return [
             ("grpc.keepalive_time_ms", int(self.keepalive_time * 1000)),
             ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout * 1000)),
+            # Recent gRPC cores time keepalive pings out with this one (60 s by default), not
+            # with keepalive_timeout alone: without it a blackhole goes unnoticed for a minute.
+            ("grpc.http2.ping_timeout_ms", int(self.keepalive_timeout * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.max_receive_message_length", self.max_frame_bytes),

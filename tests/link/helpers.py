@@ -75,7 +75,9 @@ class Pki:
 
     def expired_site(self, site: str) -> TLSFiles:
         now = dt.datetime.now(dt.UTC)
-        return self.site(site, not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1))
+        return self.site(
+            site, not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1)
+        )
 
 
 class Recorder:
@@ -88,7 +90,9 @@ class Recorder:
         self.refuse_ids: set[str] = set()
         self.batches = 0
 
-    async def accept(self, site: SiteIdentity, envelopes: Sequence[Envelope]) -> Sequence[Reject | None]:
+    async def accept(
+        self, site: SiteIdentity, envelopes: Sequence[Envelope]
+    ) -> Sequence[Reject | None]:
         await self.open.wait()
         self.batches += 1
         answers: list[Reject | None] = []
@@ -128,8 +132,14 @@ class Results:
         await asyncio.wait_for(settled(), timeout)
 
 
+STARTED: list[Any] = []
+"""Gateways and links started by a test, stopped by the autouse fixture in conftest."""
+
+
 def envelope(number: int, capability: str = "docs.parse", size: int = 100) -> Envelope:
-    return Envelope(f"id-{number}", capability, b"x" * size, "internal", "rule", 7, f"reply-{number}")
+    return Envelope(
+        f"id-{number}", capability, b"x" * size, "internal", "rule", 7, f"reply-{number}"
+    )
 
 
 async def start_gateway(
@@ -151,6 +161,7 @@ async def start_gateway(
         on_reply_result=on_reply_result,
     )
     await gateway.start(f"127.0.0.1:{port}")
+    STARTED.append(gateway)
     return gateway
 
 
@@ -165,7 +176,7 @@ def edge_link(
     inbound: Any = None,
     host: str = "localhost",
 ) -> EdgeLink:
-    return EdgeLink(
+    link = EdgeLink(
         f"{host}:{port}",
         ClientTLS(files or pki.files(f"site-{site}")),
         Hello(site, policy_revision=7),
@@ -173,3 +184,5 @@ def edge_link(
         inbound=inbound,
         settings=settings,
     )
+    STARTED.append(link)
+    return link

@@ -2,20 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
-
-from bridge.link import Envelope, Reject
 from tests.link.helpers import Pki, Recorder, Results, edge_link, envelope, start_gateway
-
-
-class Inbound:
-    def __init__(self) -> None:
-        self.received: list[Envelope] = []
-
-    async def accept(self, envelopes: Sequence[Envelope]) -> Sequence[Reject | None]:
-        self.received.extend(envelopes)
-        return [None if not e.id.endswith("-bad") else Reject("nope", "refused by the edge") for e in envelopes]
 
 
 async def test_envelopes_cross_in_batches_and_every_one_is_acked_once(pki: Pki) -> None:
@@ -33,7 +20,12 @@ async def test_envelopes_cross_in_batches_and_every_one_is_acked_once(pki: Pki) 
     assert recorder.ids() == [f"id-{n}" for n in range(1000)]
     assert recorder.batches < 1000 / 4, "envelopes should travel in batches"
     first = recorder.received[0][1]
-    assert (first.capability, first.classification, first.rule, first.policy_revision) == ("docs.parse", "internal", "rule", 7)
+    assert (first.capability, first.classification, first.rule, first.policy_revision) == (
+        "docs.parse",
+        "internal",
+        "rule",
+        7,
+    )
     assert link.state == "up"
     assert await link.stop(2) == 0
     await gateway.stop(1)

@@ -1,0 +1,331 @@
+"""Replies, back-pressure, bad frames, health, draining, rotation and dead links."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tracemalloc
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bridge.link import Envelope, LinkSettings, NotConnected, Reject
+from bridge.link.gateway import SERVICE
+from bridge.link.v1 import link_pb2 as pb
+from bridge.link.v1 import link_pb2_grpc as pb_grpc
+from tests.link.helpers import FAST, Pki, Recorder, Results, edge_link, envelope, start_gateway
+
+
+class Inbound:
+    """An edge-side handler for envelopes from the cloud; refuses ids ending in '-bad'."""
+
+    def __init__(self) -> None:
+        self.received: list[Envelope] = []
+
+    async def accept(self, envelopes: Sequence[Envelope]) -> Sequence[Reject | None]:
+        self.received.extend(envelopes)
+        return [
+            Reject("nope", "refused by the edge") if e.id.endswith("-bad") else None
+            for e in envelopes
+        ]
+
+
+async def up(link: Any) -> Any:
+    await link.start()
+    await link.wait_up(10)
+    return link
+
+
+async def test_replies_travel_back_and_are_answered(pki: Pki) -> None:
+    """The gateway sends replies to a connected site; the edge acks or rejects each, by id."""
+    outcomes = Results()
+    gateway = await start_gateway(pki, Recorder(), on_reply_result=outcomes)
+    inbound = Inbound()
+    await up(edge_link(pki, gateway.port, Results(), inbound=inbound))
+    for number in range(300):
+        await gateway.send(
+            "plant-a", Envelope(f"r-{number}", "docs.parse", b'{"ok":1}', reply_token="t")
+        )
+    await gateway.send("plant-a", Envelope("r-bad", "docs.parse", b"{}"))
+    await outcomes.wait_for(301)
+    assert len(outcomes.acked) == 300
+    assert outcomes.rejected["r-bad"] == Reject("nope", "refused by the edge")
+    assert [e.id for e in inbound.received][:3] == ["r-0", "r-1", "r-2"]
+    assert inbound.received[0].payload == b'{"ok":1}'
+    with pytest.raises(NotConnected):
+        await gateway.send("plant-b", Envelope("r-x", "docs.parse", b"{}"))
+
+
+async def test_an_edge_without_an_inbound_handler_rejects_cloud_envelopes(pki: Pki) -> None:
+    """Cloud-initiated envelopes are refused unless the edge says it takes them."""
+    outcomes = Results()
+    gateway = await start_gateway(pki, Recorder(), on_reply_result=outcomes)
+    await up(edge_link(pki, gateway.port, Results()))
+    await gateway.send("plant-a", Envelope("c-1", "agents.ping", b"{}"))
+    await outcomes.wait_for(1)
+    assert outcomes.rejected["c-1"].code == "not-accepted"
+
+
+async def test_a_cloud_that_stops_acking_stops_the_sender_at_the_window(pki: Pki) -> None:
+    """Back-pressure: with the handler paused, send() blocks once `window` envelopes are out."""
+    recorder = Recorder()
+    recorder.open.clear()
+    gateway = await start_gateway(pki, recorder)
+    settings = LinkSettings(
+        window=64, max_batch=16, keepalive_time=1, keepalive_timeout=1, backoff_initial=0.05
+    )
+    results = Results()
+    link = await up(edge_link(pki, gateway.port, results, settings=settings))
+    sent = 0
+
+    async def sender() -> None:
+        nonlocal sent
+        for number in range(1000):
+            await link.send(envelope(number))
+            sent += 1
+
+    task = asyncio.create_task(sender())
+    await asyncio.sleep(1.0)
+    assert sent == 64
+    assert len(link.outbox) == 64
+    recorder.open.set()
+    await asyncio.wait_for(task, 20)
+    await results.wait_for(1000)
+    assert len(results.acked) == 1000
+
+
+async def test_memory_stays_flat_while_the_cloud_is_stalled(pki: Pki) -> None:
+    """Pushing against a stalled gateway allocates nothing beyond the window's envelopes."""
+    recorder = Recorder()
+    recorder.open.clear()
+    gateway = await start_gateway(pki, recorder)
+    settings = LinkSettings(window=256, max_batch=64, keepalive_time=1, keepalive_timeout=1)
+    link = await up(edge_link(pki, gateway.port, Results(), settings=settings))
+    payload_size = 10_000
+
+    async def pushing() -> None:
+        number = 0
+        while True:
+            await link.send(envelope(number, size=payload_size))
+            number += 1
+
+    task = asyncio.create_task(pushing())
+    await asyncio.sleep(0.5)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    await asyncio.sleep(1.5)
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    recorder.open.set()
+    assert len(link.outbox) == 256
+    assert growth < 2 * payload_size * 16, f"memory grew by {growth} bytes while stalled"
+
+
+async def test_oversized_and_garbage_frames_fail_only_their_own_stream(pki: Pki) -> None:
+    """A frame over the size limit and bytes that are no frame end that stream; others go on."""
+    recorder, results = Recorder(), Results()
+    settings = LinkSettings(
+        max_frame_bytes=64 << 10,
+        max_envelope_bytes=1 << 10,
+        max_batch=16,
+        window=64,
+        keepalive_time=1,
+        keepalive_timeout=1,
+    )
+    gateway = await start_gateway(pki, recorder, settings=settings)
+    healthy = await up(edge_link(pki, gateway.port, results, site="plant-b", settings=settings))
+    credentials = grpc.ssl_channel_credentials(
+        pki.ca_path.read_bytes(),
+        (pki.root / "site-plant-a.key").read_bytes(),
+        (pki.root / "site-plant-a.pem").read_bytes(),
+    )
+    async with grpc.aio.secure_channel(f"localhost:{gateway.port}", credentials) as channel:
+        raw = channel.stream_stream(
+            "/bridge.link.v1.Link/Connect",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        call = raw()
+        await call.write(pb.EdgeFrame(hello=pb.Hello(site="plant-a")).SerializeToString())
+        await call.read()  # Welcome
+        # A length prefix far beyond the data: no protobuf parser accepts this.
+        await call.write(b"\x0a\xff\xff\xff\xff\x0f garbage")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call.read()
+        call = raw()
+        await call.write(pb.EdgeFrame(hello=pb.Hello(site="plant-a")).SerializeToString())
+        await call.read()
+        # Parseable as a frame, but not one of any known kind.
+        await call.write(b"\xf8\x01\x01")
+        with pytest.raises(grpc.aio.AioRpcError) as malformed:
+            await call.read()
+        assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        typed = pb_grpc.LinkStub(channel).Connect()
+        await typed.write(pb.EdgeFrame(hello=pb.Hello(site="plant-a")))
+        await typed.read()
+        await typed.write(
+            pb.EdgeFrame(
+                batch=pb.Batch(
+                    envelopes=[
+                        pb.Envelope(id="big", capability="docs.parse", payload=b"x" * (128 << 10))
+                    ]
+                )
+            )
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await typed.read()
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # An envelope under the frame limit but over the envelope limit is rejected, not fatal.
+    await healthy.send(envelope(1, size=2 << 10))
+    for number in range(2, 50):
+        await healthy.send(envelope(number))
+    await results.wait_for(49)
+    assert results.rejected["id-1"].code == "too-large"
+    assert len(results.acked) == 48
+    assert healthy.state == "up"
+    assert "big" not in recorder.ids()
+
+
+async def test_the_gateway_serves_grpc_health(pki: Pki) -> None:
+    """The standard health service reports SERVING for the link service."""
+    gateway = await start_gateway(pki, Recorder())
+    credentials = grpc.ssl_channel_credentials(
+        pki.ca_path.read_bytes(),
+        (pki.root / "site-plant-a.key").read_bytes(),
+        (pki.root / "site-plant-a.pem").read_bytes(),
+    )
+    async with grpc.aio.secure_channel(f"localhost:{gateway.port}", credentials) as channel:
+        stub: Any = health_pb2_grpc.HealthStub(channel)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_stopping_the_edge_drains_what_is_in_flight(pki: Pki) -> None:
+    """stop(grace) waits for the gateway's answers to everything already sent."""
+    recorder, results = Recorder(), Results()
+    gateway = await start_gateway(pki, recorder)
+    link = await up(edge_link(pki, gateway.port, results))
+    for number in range(500):
+        await link.send(envelope(number))
+    lost = await link.stop(10)
+    assert lost == 0
+    assert len(results.acked) == 500
+    assert link.state == "stopped"
+    assert gateway.sessions == {} or all(s.closing for g in gateway.sessions.values() for s in g)
+
+
+async def test_stopping_the_gateway_says_goodbye_and_the_edge_keeps_what_is_unanswered(
+    pki: Pki,
+) -> None:
+    """A stopping gateway ends the stream; nothing is reported acked that it did not store."""
+    recorder, results = Recorder(), Results()
+    gateway = await start_gateway(pki, recorder)
+    link = await up(edge_link(pki, gateway.port, results))
+    for number in range(200):
+        await link.send(envelope(number))
+    await results.wait_for(200)
+    recorder.open.clear()
+    for number in range(200, 220):
+        await link.send(envelope(number))
+    await asyncio.sleep(0.2)
+    stopper = asyncio.create_task(gateway.stop(0.5))
+    recorder.open.set()
+    await stopper
+    async with asyncio.timeout(10):
+        while link.state == "up":
+            await asyncio.sleep(0.02)
+    stored = set(recorder.ids())
+    assert set(results.acked) <= stored
+    assert len(results.acked) + len(link.outbox) == 220
+
+
+async def test_rotating_the_gateway_certificate_under_load_loses_nothing(pki: Pki) -> None:
+    """New certificate files on disk: new handshakes use them, the stream carries on, all acked."""
+    recorder, results = Recorder(), Results()
+    gateway = await start_gateway(pki, recorder)
+    link = await up(edge_link(pki, gateway.port, results))
+
+    async def load() -> None:
+        for number in range(3000):
+            await link.send(envelope(number))
+
+    task = asyncio.create_task(load())
+    await asyncio.sleep(0.1)
+    new = pki.ca.gateway()
+    pki.write("gateway", new)
+    # A fresh handshake sees the new certificate.
+    second = await up(edge_link(pki, gateway.port, Results(), site="plant-b"))
+    await task
+    await results.wait_for(3000)
+    assert len(results.acked) == 3000
+    assert gateway.tls.reloads == 1
+    assert second.state == "up"
+
+
+async def test_a_silent_blackhole_is_detected_by_keepalive(pki: Pki) -> None:
+    """A link that stops carrying bytes without any reset is declared down within keepalive."""
+    gateway = await start_gateway(pki, Recorder())
+    proxy = await BlackholeProxy.start(gateway.port)
+    link = await up(edge_link(pki, proxy.port, Results()))
+    proxy.blackhole = True
+    started = asyncio.get_running_loop().time()
+    async with asyncio.timeout(15):
+        while link.state == "up":
+            await asyncio.sleep(0.05)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert (
+        "keepalive" in link.last_error.lower()
+        or "unavailable" in link.last_error.lower()
+        or link.last_error
+    )
+    proxy.close()
+    # Detection time is reported, not asserted: the machine is shared and noisy.
+    print(
+        f"blackhole detected after {elapsed:.1f} s (keepalive {FAST.keepalive_time}+{FAST.keepalive_timeout} s)"
+    )
+
+
+class BlackholeProxy:
+    """A TCP proxy on loopback that can stop forwarding without closing anything."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.blackhole = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    @classmethod
+    async def start(cls, target: int) -> BlackholeProxy:
+        proxy = cls(target)
+        proxy._server = await asyncio.start_server(proxy._handle, "127.0.0.1", 0)
+        proxy.port = proxy._server.sockets[0].getsockname()[1]
+        return proxy
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers += [writer, upstream_writer]
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                if not self.blackhole:
+                    sink.write(data)
+                    await sink.drain()
+
+        await asyncio.gather(
+            pump(reader, upstream_writer), pump(upstream_reader, writer), return_exceptions=True
+        )
+
+    def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
