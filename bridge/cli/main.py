@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from bridge import __version__
-from bridge.cli import keys_cmd, policy_cmd
+from bridge.cli import certs_cmd, keys_cmd, policy_cmd
 from bridge.errors import PolicyLoadError, RbridgeError, UsageError
 
 EXIT_FAILURE = 1
@@ -37,6 +37,7 @@ def build_parser() -> Parser:
     commands.required = True
     policy_cmd.register(commands)
     keys_cmd.register(commands)
+    certs_cmd.register(commands)
     return parser
 
 

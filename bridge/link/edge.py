@@ -224,7 +224,10 @@ class EdgeLink:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if tasks[3] in done:
                 await frames.join()
-                with contextlib.suppress(grpc.aio.AioRpcError):
+                # Best effort: the gateway may already have ended the stream.
+                with contextlib.suppress(
+                    grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError
+                ):
                     await call.write(
                         pb.EdgeFrame(goodbye=pb.Goodbye(reason="edge bridge stopping"))
                     )

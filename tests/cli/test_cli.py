@@ -317,3 +317,61 @@ def test_key_dir_comes_from_the_environment(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert (env_dir / "k.v1.key").exists()
+
+
+def test_certs_dev_writes_a_working_pki_with_private_keys(tmp_path: Path) -> None:
+    """CA, gateway and site certificates and a CRL; keys 0600; each site's identity in its SAN."""
+    from cryptography import x509
+
+    from bridge.link.identity import identity_from_certificate
+    from bridge.link.tls import TLSFiles, load_material
+
+    out = tmp_path / "certs"
+    result = run(
+        "certs",
+        "dev",
+        "--out",
+        out,
+        "--site",
+        "plant-a",
+        "--site",
+        "plant-b",
+        "--trust-domain",
+        "acme.example",
+        "--days",
+        "30",
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("ca.key", "gateway.key", "site-plant-a.key", "site-plant-b.key"):
+        assert (out / name).stat().st_mode & 0o777 == 0o600
+    for site in ("plant-a", "plant-b"):
+        identity = identity_from_certificate(
+            (out / f"site-{site}.pem").read_bytes(), "acme.example"
+        )
+        assert identity.site == site
+        load_material(TLSFiles(out / f"site-{site}.pem", out / f"site-{site}.key", out / "ca.pem"))
+    gateway = x509.load_pem_x509_certificate((out / "gateway.pem").read_bytes())
+    names = gateway.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1"]
+    assert len(list(x509.load_pem_x509_crl((out / "crl.pem").read_bytes()))) == 0
+    again = run("certs", "dev", "--out", out, "--site", "plant-a")
+    assert again.returncode == 2
+    assert "--force" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--site", "Plant A"],
+        ["--site", "a", "--site", "a"],
+        ["--site", "a", "--trust-domain", "Not A Domain"],
+        ["--site", "a", "--days", "0"],
+    ],
+)
+def test_certs_dev_refuses_bad_arguments(tmp_path: Path, args: list[str]) -> None:
+    """Bad site names, duplicates, trust domains and validity: exit 2, one line, nothing written."""
+    result = run("certs", "dev", "--out", tmp_path / "c", *args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
