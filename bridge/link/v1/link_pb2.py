@@ -4,54 +4,57 @@
 # source: bridge/link/v1/link.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
 _runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC, 7, 35, 1, "", "bridge/link/v1/link.proto"
+    _runtime_version.Domain.PUBLIC,
+    7,
+    35,
+    1,
+    '',
+    'bridge/link/v1/link.proto'
 )
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x19\x62ridge/link/v1/link.proto\x12\x0e\x62ridge.link.v1"\xa5\x02\n\x08\x45nvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncapability\x18\x02 \x01(\t\x12\x16\n\x0e\x63lassification\x18\x03 \x01(\t\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\x05 \x01(\x04\x12\x13\n\x0breply_token\x18\x06 \x01(\t\x12\x36\n\x07headers\x18\x07 \x03(\x0b\x32%.bridge.link.v1.Envelope.HeadersEntry\x12\x0f\n\x07payload\x18\x08 \x01(\x0c\x12\x17\n\x0f\x63reated_unix_ms\x18\t \x01(\x03\x12\x13\n\x0btraceparent\x18\n \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01"b\n\x05Hello\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\x03 \x01(\x04\x12\x0e\n\x06window\x18\x04 \x01(\r\x12\x10\n\x08software\x18\x05 \x01(\t"=\n\x07Welcome\x12\x0f\n\x07gateway\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\r\x12\x11\n\tmax_batch\x18\x03 \x01(\r"4\n\x05\x42\x61tch\x12+\n\tenvelopes\x18\x01 \x03(\x0b\x32\x18.bridge.link.v1.Envelope"\x13\n\x04\x41\x63ks\x12\x0b\n\x03ids\x18\x01 \x03(\t"2\n\x06Reject\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t"2\n\x07Rejects\x12\'\n\x07rejects\x18\x01 \x03(\x0b\x32\x16.bridge.link.v1.Reject"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t"\xe2\x01\n\tEdgeFrame\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.bridge.link.v1.HelloH\x00\x12&\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x15.bridge.link.v1.BatchH\x00\x12$\n\x04\x61\x63ks\x18\x03 \x01(\x0b\x32\x14.bridge.link.v1.AcksH\x00\x12*\n\x07rejects\x18\x04 \x01(\x0b\x32\x17.bridge.link.v1.RejectsH\x00\x12*\n\x07goodbye\x18\x05 \x01(\x0b\x32\x17.bridge.link.v1.GoodbyeH\x00\x42\x07\n\x05\x66rame"\xe7\x01\n\nCloudFrame\x12*\n\x07welcome\x18\x01 \x01(\x0b\x32\x17.bridge.link.v1.WelcomeH\x00\x12$\n\x04\x61\x63ks\x18\x02 \x01(\x0b\x32\x14.bridge.link.v1.AcksH\x00\x12*\n\x07rejects\x18\x03 \x01(\x0b\x32\x17.bridge.link.v1.RejectsH\x00\x12&\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32\x15.bridge.link.v1.BatchH\x00\x12*\n\x07goodbye\x18\x05 \x01(\x0b\x32\x17.bridge.link.v1.GoodbyeH\x00\x42\x07\n\x05\x66rame2L\n\x04Link\x12\x44\n\x07\x43onnect\x12\x19.bridge.link.v1.EdgeFrame\x1a\x1a.bridge.link.v1.CloudFrame(\x01\x30\x01\x62\x06proto3'
-)
+
+
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62ridge/link/v1/link.proto\x12\x0e\x62ridge.link.v1\"\xa5\x02\n\x08\x45nvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncapability\x18\x02 \x01(\t\x12\x16\n\x0e\x63lassification\x18\x03 \x01(\t\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\x05 \x01(\x04\x12\x13\n\x0breply_token\x18\x06 \x01(\t\x12\x36\n\x07headers\x18\x07 \x03(\x0b\x32%.bridge.link.v1.Envelope.HeadersEntry\x12\x0f\n\x07payload\x18\x08 \x01(\x0c\x12\x17\n\x0f\x63reated_unix_ms\x18\t \x01(\x03\x12\x13\n\x0btraceparent\x18\n \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"b\n\x05Hello\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\x03 \x01(\x04\x12\x0e\n\x06window\x18\x04 \x01(\r\x12\x10\n\x08software\x18\x05 \x01(\t\"=\n\x07Welcome\x12\x0f\n\x07gateway\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\r\x12\x11\n\tmax_batch\x18\x03 \x01(\r\"4\n\x05\x42\x61tch\x12+\n\tenvelopes\x18\x01 \x03(\x0b\x32\x18.bridge.link.v1.Envelope\"\x13\n\x04\x41\x63ks\x12\x0b\n\x03ids\x18\x01 \x03(\t\"2\n\x06Reject\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"2\n\x07Rejects\x12\'\n\x07rejects\x18\x01 \x03(\x0b\x32\x16.bridge.link.v1.Reject\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xe2\x01\n\tEdgeFrame\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.bridge.link.v1.HelloH\x00\x12&\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x15.bridge.link.v1.BatchH\x00\x12$\n\x04\x61\x63ks\x18\x03 \x01(\x0b\x32\x14.bridge.link.v1.AcksH\x00\x12*\n\x07rejects\x18\x04 \x01(\x0b\x32\x17.bridge.link.v1.RejectsH\x00\x12*\n\x07goodbye\x18\x05 \x01(\x0b\x32\x17.bridge.link.v1.GoodbyeH\x00\x42\x07\n\x05\x66rame\"\xe7\x01\n\nCloudFrame\x12*\n\x07welcome\x18\x01 \x01(\x0b\x32\x17.bridge.link.v1.WelcomeH\x00\x12$\n\x04\x61\x63ks\x18\x02 \x01(\x0b\x32\x14.bridge.link.v1.AcksH\x00\x12*\n\x07rejects\x18\x03 \x01(\x0b\x32\x17.bridge.link.v1.RejectsH\x00\x12&\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32\x15.bridge.link.v1.BatchH\x00\x12*\n\x07goodbye\x18\x05 \x01(\x0b\x32\x17.bridge.link.v1.GoodbyeH\x00\x42\x07\n\x05\x66rame2L\n\x04Link\x12\x44\n\x07\x43onnect\x12\x19.bridge.link.v1.EdgeFrame\x1a\x1a.bridge.link.v1.CloudFrame(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "bridge.link.v1.link_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bridge.link.v1.link_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_ENVELOPE_HEADERSENTRY"]._loaded_options = None
-    _globals["_ENVELOPE_HEADERSENTRY"]._serialized_options = b"8\001"
-    _globals["_ENVELOPE"]._serialized_start = 46
-    _globals["_ENVELOPE"]._serialized_end = 339
-    _globals["_ENVELOPE_HEADERSENTRY"]._serialized_start = 293
-    _globals["_ENVELOPE_HEADERSENTRY"]._serialized_end = 339
-    _globals["_HELLO"]._serialized_start = 341
-    _globals["_HELLO"]._serialized_end = 439
-    _globals["_WELCOME"]._serialized_start = 441
-    _globals["_WELCOME"]._serialized_end = 502
-    _globals["_BATCH"]._serialized_start = 504
-    _globals["_BATCH"]._serialized_end = 556
-    _globals["_ACKS"]._serialized_start = 558
-    _globals["_ACKS"]._serialized_end = 577
-    _globals["_REJECT"]._serialized_start = 579
-    _globals["_REJECT"]._serialized_end = 629
-    _globals["_REJECTS"]._serialized_start = 631
-    _globals["_REJECTS"]._serialized_end = 681
-    _globals["_GOODBYE"]._serialized_start = 683
-    _globals["_GOODBYE"]._serialized_end = 708
-    _globals["_EDGEFRAME"]._serialized_start = 711
-    _globals["_EDGEFRAME"]._serialized_end = 937
-    _globals["_CLOUDFRAME"]._serialized_start = 940
-    _globals["_CLOUDFRAME"]._serialized_end = 1171
-    _globals["_LINK"]._serialized_start = 1173
-    _globals["_LINK"]._serialized_end = 1249
+  DESCRIPTOR._loaded_options = None
+  _globals['_ENVELOPE_HEADERSENTRY']._loaded_options = None
+  _globals['_ENVELOPE_HEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_ENVELOPE']._serialized_start=46
+  _globals['_ENVELOPE']._serialized_end=339
+  _globals['_ENVELOPE_HEADERSENTRY']._serialized_start=293
+  _globals['_ENVELOPE_HEADERSENTRY']._serialized_end=339
+  _globals['_HELLO']._serialized_start=341
+  _globals['_HELLO']._serialized_end=439
+  _globals['_WELCOME']._serialized_start=441
+  _globals['_WELCOME']._serialized_end=502
+  _globals['_BATCH']._serialized_start=504
+  _globals['_BATCH']._serialized_end=556
+  _globals['_ACKS']._serialized_start=558
+  _globals['_ACKS']._serialized_end=577
+  _globals['_REJECT']._serialized_start=579
+  _globals['_REJECT']._serialized_end=629
+  _globals['_REJECTS']._serialized_start=631
+  _globals['_REJECTS']._serialized_end=681
+  _globals['_GOODBYE']._serialized_start=683
+  _globals['_GOODBYE']._serialized_end=708
+  _globals['_EDGEFRAME']._serialized_start=711
+  _globals['_EDGEFRAME']._serialized_end=937
+  _globals['_CLOUDFRAME']._serialized_start=940
+  _globals['_CLOUDFRAME']._serialized_end=1171
+  _globals['_LINK']._serialized_start=1173
+  _globals['_LINK']._serialized_end=1249
 # @@protoc_insertion_point(module_scope)

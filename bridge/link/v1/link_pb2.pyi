@@ -91,28 +91,7 @@ class Envelope(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "capability",
-        b"capability",
-        "classification",
-        b"classification",
-        "created_unix_ms",
-        b"created_unix_ms",
-        "headers",
-        b"headers",
-        "id",
-        b"id",
-        "payload",
-        b"payload",
-        "policy_revision",
-        b"policy_revision",
-        "reply_token",
-        b"reply_token",
-        "rule",
-        b"rule",
-        "traceparent",
-        b"traceparent",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capability", b"capability", "classification", b"classification", "created_unix_ms", b"created_unix_ms", "headers", b"headers", "id", b"id", "payload", b"payload", "policy_revision", b"policy_revision", "reply_token", b"reply_token", "rule", b"rule", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -145,18 +124,7 @@ class Hello(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "instance",
-        b"instance",
-        "policy_revision",
-        b"policy_revision",
-        "site",
-        b"site",
-        "software",
-        b"software",
-        "window",
-        b"window",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "policy_revision", b"policy_revision", "site", b"site", "software", b"software", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -183,9 +151,7 @@ class Welcome(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "gateway", b"gateway", "max_batch", b"max_batch", "window", b"window"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "max_batch", b"max_batch", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -252,9 +218,7 @@ class Reject(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "code", b"code", "id", b"id", "reason", b"reason"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "id", b"id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -333,43 +297,13 @@ class EdgeFrame(_message.Message):
         rejects: Global___Rejects | None = ...,
         goodbye: Global___Goodbye | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal[
-        "acks",
-        b"acks",
-        "batch",
-        b"batch",
-        "frame",
-        b"frame",
-        "goodbye",
-        b"goodbye",
-        "hello",
-        b"hello",
-        "rejects",
-        b"rejects",
-    ]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "batch", b"batch", "frame", b"frame", "goodbye", b"goodbye", "hello", b"hello", "rejects", b"rejects"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "acks",
-        b"acks",
-        "batch",
-        b"batch",
-        "frame",
-        b"frame",
-        "goodbye",
-        b"goodbye",
-        "hello",
-        b"hello",
-        "rejects",
-        b"rejects",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "batch", b"batch", "frame", b"frame", "goodbye", b"goodbye", "hello", b"hello", "rejects", b"rejects"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal[
-        "hello", "batch", "acks", "rejects", "goodbye"
-    ]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["hello", "batch", "acks", "rejects", "goodbye"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
-    def WhichOneof(
-        self, oneof_group: _WhichOneofArgType_frame
-    ) -> _WhichOneofReturnType_frame | None: ...
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 
 Global___EdgeFrame: _TypeAlias = EdgeFrame  # noqa: Y015
 
@@ -407,42 +341,12 @@ class CloudFrame(_message.Message):
         batch: Global___Batch | None = ...,
         goodbye: Global___Goodbye | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal[
-        "acks",
-        b"acks",
-        "batch",
-        b"batch",
-        "frame",
-        b"frame",
-        "goodbye",
-        b"goodbye",
-        "rejects",
-        b"rejects",
-        "welcome",
-        b"welcome",
-    ]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "batch", b"batch", "frame", b"frame", "goodbye", b"goodbye", "rejects", b"rejects", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "acks",
-        b"acks",
-        "batch",
-        b"batch",
-        "frame",
-        b"frame",
-        "goodbye",
-        b"goodbye",
-        "rejects",
-        b"rejects",
-        "welcome",
-        b"welcome",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "batch", b"batch", "frame", b"frame", "goodbye", b"goodbye", "rejects", b"rejects", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal[
-        "welcome", "acks", "rejects", "batch", "goodbye"
-    ]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["welcome", "acks", "rejects", "batch", "goodbye"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
-    def WhichOneof(
-        self, oneof_group: _WhichOneofArgType_frame
-    ) -> _WhichOneofReturnType_frame | None: ...
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 
 Global___CloudFrame: _TypeAlias = CloudFrame  # noqa: Y015

@@ -25,6 +25,7 @@ else:
 _T = _typing.TypeVar("_T")
 
 class _MaybeAsyncIterator(_abc.AsyncIterator[_T], _abc.Iterator[_T], metaclass=_abc_1.ABCMeta): ...
+
 class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ignore[misc, type-arg]
     ...
 
@@ -49,10 +50,6 @@ class LinkServicer(metaclass=_abc_1.ABCMeta):
         self,
         request_iterator: _MaybeAsyncIterator[_link_pb2.EdgeFrame],
         context: _ServicerContext,
-    ) -> _typing.Union[
-        _abc.Iterator[_link_pb2.CloudFrame], _abc.AsyncIterator[_link_pb2.CloudFrame]
-    ]: ...
+    ) -> _typing.Union[_abc.Iterator[_link_pb2.CloudFrame], _abc.AsyncIterator[_link_pb2.CloudFrame]]: ...
 
-def add_LinkServicer_to_server(
-    servicer: LinkServicer, server: _typing.Union[_grpc.Server, _aio.Server]
-) -> None: ...
+def add_LinkServicer_to_server(servicer: LinkServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
