@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 
 import grpc
 
-from bridge.link.envelope import HANDLER_FAILED, Envelope, Reject
+from bridge.link.envelope import HANDLER_FAILED, Envelope, Reject, batch_into
 from bridge.link.outbox import Outbox, ResultCallback
 from bridge.link.settings import LinkSettings
 from bridge.link.tls import ClientTLS, TLSConfigError
@@ -123,6 +123,10 @@ class EdgeLink:
     async def send(self, envelope: Envelope, token: Any = None) -> None:
         """Queue ``envelope``; waits while the window is full (the link's back-pressure)."""
         await self.outbox.put(envelope, token)
+
+    async def send_many(self, items: Sequence[tuple[Envelope, Any]]) -> None:
+        """Queue several (envelope, token) pairs in order; cheaper per envelope than ``send``."""
+        await self.outbox.put_many(items)
 
     def set_policy_revision(self, revision: int) -> None:
         """The revision announced in the next Hello."""
@@ -299,6 +303,6 @@ class EdgeLink:
         while True:
             batch = await self.outbox.next_batch()
             if batch:
-                frames.put_nowait(
-                    pb.EdgeFrame(batch=pb.Batch(envelopes=[e.to_wire() for e in batch]))
-                )
+                frame = pb.EdgeFrame()
+                batch_into(frame.batch, batch)
+                frames.put_nowait(frame)

@@ -25,18 +25,28 @@ class Envelope:
     traceparent: str = ""
 
     def to_wire(self) -> pb.Envelope:
-        return pb.Envelope(
-            id=self.id,
-            capability=self.capability,
-            classification=self.classification,
-            rule=self.rule,
-            policy_revision=self.policy_revision,
-            reply_token=self.reply_token,
-            headers=self.headers,
-            payload=self.payload,
-            created_unix_ms=self.created_unix_ms,
-            traceparent=self.traceparent,
-        )
+        wire = pb.Envelope()
+        self._fill(wire)
+        return wire
+
+    def _fill(self, wire: pb.Envelope) -> None:
+        wire.id = self.id
+        wire.capability = self.capability
+        wire.payload = self.payload
+        if self.classification:
+            wire.classification = self.classification
+        if self.rule:
+            wire.rule = self.rule
+        if self.policy_revision:
+            wire.policy_revision = self.policy_revision
+        if self.reply_token:
+            wire.reply_token = self.reply_token
+        if self.created_unix_ms:
+            wire.created_unix_ms = self.created_unix_ms
+        if self.traceparent:
+            wire.traceparent = self.traceparent
+        if self.headers:
+            wire.headers.update(self.headers)
 
     @classmethod
     def from_wire(cls, wire: pb.Envelope) -> Envelope:
@@ -48,10 +58,18 @@ class Envelope:
             wire.rule,
             wire.policy_revision,
             wire.reply_token,
-            dict(wire.headers),
+            dict(wire.headers) if wire.headers else {},
             wire.created_unix_ms,
             wire.traceparent,
         )
+
+
+def batch_into(target: pb.Batch, envelopes: list[Envelope]) -> None:
+    """Write ``envelopes`` straight into a frame's batch (building them apart and adding them
+    would copy every message once more)."""
+    add = target.envelopes.add
+    for envelope in envelopes:
+        envelope._fill(add())
 
 
 class Reject(NamedTuple):

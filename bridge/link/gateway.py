@@ -28,6 +28,7 @@ from bridge.link.envelope import (
     TOO_LARGE,
     Envelope,
     Reject,
+    batch_into,
 )
 from bridge.link.identity import IdentityError, SiteIdentity, identity_from_certificate
 from bridge.link.outbox import Outbox, OutboxClosed, ResultCallback
@@ -60,21 +61,29 @@ class NotConnected(Exception):
     """No stream from that site is open on this gateway."""
 
 
-@dataclass(frozen=True, slots=True)
 class SiteRules:
-    """What one site may send: capability patterns (NATS wildcards)."""
+    """What one site may send: capability patterns (NATS wildcards), with answers remembered."""
 
-    capabilities: tuple[SubjectPattern, ...]
+    __slots__ = ("_known", "capabilities")
+
+    def __init__(self, capabilities: tuple[SubjectPattern, ...]) -> None:
+        self.capabilities = capabilities
+        self._known: dict[str, bool] = {}
 
     @classmethod
     def of(cls, patterns: Sequence[str]) -> SiteRules:
         return cls(tuple(SubjectPattern.parse(pattern) for pattern in patterns))
 
     def allows(self, capability: str) -> bool:
-        if subject_error(capability, pattern=False) is not None:
-            return False
-        tokens = capability.split(".")
-        return any(pattern.matches(tokens) for pattern in self.capabilities)
+        known = self._known.get(capability)
+        if known is None:
+            known = subject_error(capability, pattern=False) is None and any(
+                pattern.matches(capability.split(".")) for pattern in self.capabilities
+            )
+            if len(self._known) >= 4096:
+                self._known.clear()
+            self._known[capability] = known
+        return known
 
 
 @dataclass(eq=False)
@@ -416,6 +425,6 @@ class LinkGateway(pb_grpc.LinkServicer):
         while True:
             batch = await session.outbox.next_batch()
             if batch:
-                session.frames.put_nowait(
-                    pb.CloudFrame(batch=pb.Batch(envelopes=[e.to_wire() for e in batch]))
-                )
+                frame = pb.CloudFrame()
+                batch_into(frame.batch, batch)
+                session.frames.put_nowait(frame)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from bridge.link.envelope import LINK_LOST, Envelope, Reject
@@ -56,26 +56,38 @@ class Outbox:
 
     async def put(self, envelope: Envelope, token: Any = None) -> None:
         """Queue ``envelope``; waits while the window is full. Raises OutboxClosed when stopping."""
-        while len(self._unacked) >= self.window:
-            if self._closed:
-                raise OutboxClosed
-            self._has_room.clear()
-            await self._has_room.wait()
-        if self._closed:
-            raise OutboxClosed
-        if envelope.id in self._unacked:
-            raise ValueError(f"envelope id {envelope.id!r} is already in flight")
-        self._unacked[envelope.id] = (envelope, token)
-        self._pending.append(envelope.id)
-        self._empty.clear()
-        self._has_pending.set()
+        await self.put_many(((envelope, token),))
+
+    async def put_many(self, items: Sequence[tuple[Envelope, Any]]) -> None:
+        """Queue several (envelope, token) pairs in order, each as soon as the window has room."""
+        unacked, pending = self._unacked, self._pending
+        index, count = 0, len(items)
+        while index < count:
+            room = self.window - len(unacked)
+            if room <= 0 or self._closed:
+                if self._closed:
+                    raise OutboxClosed
+                self._has_room.clear()
+                await self._has_room.wait()
+                continue
+            for envelope, token in items[index : index + room]:
+                if envelope.id in unacked:
+                    raise ValueError(f"envelope id {envelope.id!r} is already in flight")
+                unacked[envelope.id] = (envelope, token)
+                pending.append(envelope.id)
+            index += room
+            self._empty.clear()
+            self._has_pending.set()
 
     async def next_batch(self) -> list[Envelope]:
         """The next envelopes to write: waits for one, then lingers briefly for more."""
         while not self._pending:
             self._has_pending.clear()
             await self._has_pending.wait()
-        if len(self._pending) < self.max_batch and self.linger > 0:
+        # Linger for a fuller batch only while earlier batches are still unanswered (the pipe is
+        # busy anyway); an idle link sends at once, so a quiet site does not pay the linger.
+        busy = len(self._unacked) > len(self._pending)
+        if busy and len(self._pending) < self.max_batch and self.linger > 0:
             await asyncio.sleep(self.linger)
         batch: list[Envelope] = []
         unacked, pending = self._unacked, self._pending
