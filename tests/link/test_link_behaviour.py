@@ -329,3 +329,48 @@ class BlackholeProxy:
             writer.close()
         if self._server is not None:
             self._server.close()
+
+
+async def test_connection_age_is_bounded_and_nothing_is_lost_across_the_cut(pki: Pki) -> None:
+    """With a short max connection age the gateway ends streams; the edge reconnects and resends."""
+    recorder, results = Recorder(), Results()
+    settings = LinkSettings(
+        max_connection_age=1.0,
+        max_connection_age_grace=0.5,
+        keepalive_time=1,
+        keepalive_timeout=1,
+        backoff_initial=0.05,
+        backoff_max=0.2,
+    )
+    gateway = await start_gateway(pki, recorder, settings=settings)
+    link = await up(edge_link(pki, gateway.port, results, settings=settings))
+    for number in range(3000):
+        await link.send(envelope(number))
+        if number % 100 == 0:
+            await asyncio.sleep(0.05)
+    await results.wait_for(3000, timeout=60)
+    assert len(results.acked) == 3000
+    assert max(results.acked.values()) == 1
+    assert link.connects >= 2, "the stream should have been cut by its age at least once"
+    assert set(recorder.ids()) == set(results.acked)
+
+
+async def test_the_edge_picks_up_a_rotated_site_certificate_on_reconnect(pki: Pki) -> None:
+    """New certificate files for the site are used on the next connection, without a restart."""
+    from cryptography import x509
+
+    gateway = await start_gateway(pki, Recorder())
+    link = await up(edge_link(pki, gateway.port, Results()))
+    (old,) = gateway.sessions["plant-a"]
+    new_files = pki.site("plant-a")
+    new_serial = x509.load_pem_x509_certificate(new_files.cert.read_bytes()).serial_number
+    assert old.identity.serial != new_serial
+    port = gateway.port
+    await gateway.stop(0)
+    gateway = await start_gateway(pki, Recorder(), port=port)
+    async with asyncio.timeout(15):
+        while not gateway.connected("plant-a"):
+            await asyncio.sleep(0.05)
+    (session,) = gateway.sessions["plant-a"]
+    assert session.identity.serial == new_serial
+    assert link.connects == 2
