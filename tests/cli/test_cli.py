@@ -375,3 +375,21 @@ def test_certs_dev_refuses_bad_arguments(tmp_path: Path, args: list[str]) -> Non
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_audit_verify_reports_ok_and_tampering(tmp_path: Path) -> None:
+    """rbridge audit verify: exit 0 on an intact trail; exit 1 naming the damaged line."""
+    from bridge.audit import AuditTrail
+
+    trail = AuditTrail(tmp_path)
+    trail.append([{"msg_id": f"m-{n}", "decision": "deny", "rule": "r"} for n in range(5)])
+    trail.close()
+    good = run("audit", "verify", tmp_path)
+    assert good.returncode == 0
+    assert good.stdout.strip() == "ok: 5 records in 1 file(s), 0 problem(s)"
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(path.read_bytes().replace(b'"m-2"', b'"m-9"'))
+    bad = run("audit", "verify", path)
+    assert bad.returncode == 1
+    assert f"{path}:3: record 3 was altered" in bad.stdout
+    assert run("audit", "verify", tmp_path / "nope").returncode == 2
