@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from bridge.natsserver import NatsServer
 from bridge.policy import (
     Decision,
     Engine,
@@ -50,3 +52,12 @@ def claims_keys(claims: LoadedPolicy) -> MemoryKeyRing:
 @pytest.fixture
 def claims_engine(claims: LoadedPolicy, claims_keys: MemoryKeyRing) -> Engine:
     return engine_for(claims, claims_keys)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream on a free loopback port, stopped after the test."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    yield server
+    server.kill()
