@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -112,6 +112,7 @@ class LinkGateway(pb_grpc.LinkServicer):
         handler: OutboundHandler,
         settings: LinkSettings | None = None,
         on_reply_result: ResultCallback | None = None,
+        on_sessions_changed: Callable[[str], None] | None = None,
         name: str | None = None,
     ) -> None:
         self.tls = tls
@@ -122,6 +123,7 @@ class LinkGateway(pb_grpc.LinkServicer):
         self.settings = settings or LinkSettings()
         self.name = name or f"gateway-{uuid.uuid4().hex[:8]}"
         self._on_reply_result = on_reply_result or _ignore_result
+        self._on_sessions_changed = on_sessions_changed or (lambda _site: None)
         self.sessions: dict[str, list[Session]] = {}
         self.refused: list[tuple[str, str]] = []
         self._server: grpc.aio.Server | None = None
@@ -270,6 +272,7 @@ class LinkGateway(pb_grpc.LinkServicer):
             Outbox(window, self.settings.max_batch, self.settings.linger, self._on_reply_result),
         )
         self.sessions.setdefault(identity.site, []).append(session)
+        self._on_sessions_changed(identity.site)
         log.info(
             "site %s instance %s connected (policy revision %d)",
             identity.site,
@@ -324,6 +327,7 @@ class LinkGateway(pb_grpc.LinkServicer):
             self.sessions[identity.site].remove(session)
             if not self.sessions[identity.site]:
                 del self.sessions[identity.site]
+            self._on_sessions_changed(identity.site)
             lost = session.outbox.fail_all("the site's stream ended before it answered")
             session.done.set()
             log.info(

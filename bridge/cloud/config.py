@@ -1,0 +1,68 @@
+"""Settings of ``rbridge cloud``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from bridge.link.pki import DEFAULT_TRUST_DOMAIN
+from bridge.policy.detectors import BUILTIN_DETECTORS
+from bridge.policy.subjects import subject_error
+from bridge.runtime.config import RuntimeSettings, Section
+
+
+class NatsSection(Section):
+    url: str = "nats://127.0.0.1:4222"
+    credentials: Path | None = Field(None, description="NATS user credentials file (.creds)")
+    nkey_seed: Path | None = Field(None, description="file holding an nkey seed")
+
+
+class TLSSection(Section):
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class SiteSection(Section):
+    capabilities: list[str] = Field(min_length=1)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            if (problem := subject_error(pattern, pattern=True)) is not None:
+                raise ValueError(f"bad capability pattern {pattern!r}: {problem}")
+        return patterns
+
+
+class LeakGuardSection(Section):
+    refuse: list[str] = Field(default_factory=lambda: list(BUILTIN_DETECTORS))
+    permit: dict[str, list[str]] = Field(
+        default_factory=dict, description="capability pattern -> classes allowed"
+    )
+
+    @field_validator("refuse")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        unknown = sorted(set(names) - set(BUILTIN_DETECTORS))
+        if unknown:
+            raise ValueError(f"unknown detectors {unknown} (known: {', '.join(BUILTIN_DETECTORS)})")
+        return names
+
+
+class CloudSettings(RuntimeSettings):
+    name: str | None = None
+    listen: str = "127.0.0.1:7443"
+    http: str = "127.0.0.1:9465"
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    tls: TLSSection
+    crl: Path | None = None
+    deny_list: Path | None = None
+    sites: dict[str, SiteSection] = Field(min_length=1)
+    nats: NatsSection = NatsSection()
+    min_policy_revision: int = Field(0, ge=0)
+    duplicate_window_seconds: int = Field(86_400, ge=1)
+    leak_guard: LeakGuardSection = LeakGuardSection()
+    grace_seconds: float = Field(10.0, ge=0)
+    log_level: str = "info"

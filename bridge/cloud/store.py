@@ -1,0 +1,146 @@
+"""Storing a site's envelopes in the cloud stream, with the gateway's own checks first.
+
+Each envelope becomes a message on ``rb.in.<capability>`` in ``RB_IN`` with ``Nats-Msg-Id`` set
+to the envelope id, so a resend after a broken link is dropped by JetStream's duplicate window.
+The gateway sets its own ``Rb-*`` headers and drops any ``Nats-*``/``Rb-*`` header the site sent.
+Before storing, it refuses envelopes of a policy revision it does not accept and runs its own
+leak guard over the payload: defence in depth, should an edge be misconfigured or compromised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from bridge.contract import (
+    HEADER_CLASS,
+    HEADER_MSG_ID,
+    HEADER_POLICY,
+    HEADER_RB_MSG_ID,
+    HEADER_REPLY_TOKEN,
+    HEADER_RULE,
+    HEADER_SITE,
+    inbound_subject,
+)
+from bridge.link import Envelope, Reject, SiteIdentity
+from bridge.policy.detectors import BUILTIN_DETECTORS, DetectorSet
+from bridge.policy.subjects import SubjectPattern
+from bridge.runtime.headers import header_problem, passthrough
+
+log = logging.getLogger("rbridge.cloud.store")
+
+
+class Publisher(Protocol):
+    async def publish_many(
+        self, items: Sequence[tuple[str, bytes, Mapping[str, str]]]
+    ) -> list[str | None]: ...
+
+
+class StoreMetrics(Protocol):
+    def stored(self, site: str, count: int) -> None: ...
+    def refused(self, site: str, code: str) -> None: ...
+    def leak(self, site: str, detector: str) -> None: ...
+
+
+@dataclass
+class CloudGuard:
+    """The gateway's own leak guard: classes refused unless permitted for the capability."""
+
+    scanner: DetectorSet
+    permits: tuple[tuple[SubjectPattern, frozenset[str]], ...]
+
+    @classmethod
+    def of(cls, refuse: Sequence[str], permit: Mapping[str, Sequence[str]]) -> CloudGuard:
+        scanner = DetectorSet.of(BUILTIN_DETECTORS[name] for name in refuse)
+        return cls(
+            scanner,
+            tuple((SubjectPattern.parse(p), frozenset(names)) for p, names in permit.items()),
+        )
+
+    def finding(self, capability: str, payload: bytes) -> str | None:
+        allowed: frozenset[str] = frozenset()
+        tokens = capability.split(".")
+        for pattern, names in self.permits:
+            if pattern.matches(tokens):
+                allowed = names
+                break
+        for found in self.scanner.classes_in(payload, stop_unless=allowed):
+            if found not in allowed:
+                return found
+        return None
+
+
+class CloudStore:
+    """The link gateway's outbound handler."""
+
+    def __init__(
+        self, publisher: Publisher, guard: CloudGuard, *, min_revision: int, metrics: StoreMetrics
+    ) -> None:
+        self.publisher = publisher
+        self.guard = guard
+        self.min_revision = min_revision
+        self.metrics = metrics
+
+    async def accept(
+        self, site: SiteIdentity, envelopes: Sequence[Envelope]
+    ) -> Sequence[Reject | None]:
+        answers: list[Reject | None] = [None] * len(envelopes)
+        items: list[tuple[str, bytes, Mapping[str, str]]] = []
+        positions: list[int] = []
+        for position, envelope in enumerate(envelopes):
+            refusal = self._check(site, envelope)
+            if refusal is not None:
+                answers[position] = refusal
+                self.metrics.refused(site.site, refusal.code)
+                continue
+            headers = passthrough(envelope.headers)
+            headers.update(
+                {
+                    HEADER_MSG_ID: envelope.id,
+                    HEADER_RB_MSG_ID: envelope.id,
+                    HEADER_SITE: site.site,
+                    HEADER_RULE: envelope.rule,
+                    HEADER_POLICY: str(envelope.policy_revision),
+                    HEADER_CLASS: envelope.classification,
+                }
+            )
+            if envelope.reply_token:
+                headers[HEADER_REPLY_TOKEN] = envelope.reply_token
+            if envelope.traceparent:
+                headers["traceparent"] = envelope.traceparent
+            items.append((inbound_subject(envelope.capability), envelope.payload, headers))
+            positions.append(position)
+        if items:
+            results = await self.publisher.publish_many(items)
+            stored = 0
+            for position, error in zip(positions, results, strict=True):
+                if error is None:
+                    stored += 1
+                else:
+                    answers[position] = Reject("store-failed", error)
+                    self.metrics.refused(site.site, "store-failed")
+            self.metrics.stored(site.site, stored)
+        return answers
+
+    def _check(self, site: SiteIdentity, envelope: Envelope) -> Reject | None:
+        if envelope.policy_revision < self.min_revision:
+            return Reject(
+                "revision-refused",
+                f"policy revision {envelope.policy_revision} is older than the minimum {self.min_revision}",
+            )
+        problem = header_problem(envelope.headers)
+        if problem is not None:
+            return Reject("bad-header", problem)
+        found = self.guard.finding(envelope.capability, envelope.payload)
+        if found is not None:
+            self.metrics.leak(site.site, found)
+            log.warning(
+                "cloud leak guard refused an envelope from site %s: class %s",
+                site.site,
+                found,
+                extra={"msg_id": envelope.id, "site": site.site, "reason": f"leak-guard:{found}"},
+            )
+            return Reject("leak-guard", f"the payload holds a value of class {found!r}")
+        return None

@@ -1,0 +1,1 @@
+"""What both runtimes share: NATS helpers, HTTP health and metrics, logging, configuration."""

@@ -1,0 +1,86 @@
+"""Loading a runtime's settings: a YAML file, overridden by ``RBRIDGE_…`` environment variables.
+
+Nested keys use ``__`` in variable names (``RBRIDGE_NATS__URL``). Problems are reported all at
+once, one line each, naming the key and the source file; nothing starts on a bad configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge.errors import RbridgeError
+
+T = TypeVar("T", bound="RuntimeSettings")
+
+
+class ConfigError(RbridgeError):
+    """A configuration file or variable is invalid; ``problems`` lists every one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuntimeSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RBRIDGE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    @classmethod
+    def settings_customise_sources(  # the signature is pydantic-settings' own
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init arguments; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @classmethod
+    def load(cls: type[T], path: str | Path | None) -> T:
+        data: dict[str, Any] = {}
+        source = str(path) if path is not None else "(environment)"
+        if path is not None:
+            try:
+                text = Path(path).read_text()
+            except OSError as error:
+                raise ConfigError([f"{path}: cannot read: {error.strerror}"]) from None
+            try:
+                loaded = yaml.safe_load(text)
+            except yaml.YAMLError as error:
+                mark = getattr(error, "problem_mark", None)
+                where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+                raise ConfigError(
+                    [f"{path}{where}: not valid YAML: {getattr(error, 'problem', error)}"]
+                ) from None
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ConfigError([f"{path}: the configuration must be a mapping"])
+            data = loaded or {}
+        try:
+            return cls(**data)
+        except ValidationError as error:
+            problems = []
+            for item in error.errors(include_url=False):
+                key = ".".join(str(part) for part in item["loc"]) or "(top)"
+                message = (
+                    "unknown key"
+                    if item["type"] == "extra_forbidden"
+                    else item["msg"].removeprefix("Value error, ")
+                )
+                problems.append(f"{source}: {key}: {message}")
+            raise ConfigError(problems) from None

@@ -1,0 +1,32 @@
+"""Headers crossing the bridge: checked on the way in, and never passed through as they are."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from bridge.contract import RESERVED_HEADER_PREFIXES
+
+_RESERVED = tuple(prefix.lower() for prefix in RESERVED_HEADER_PREFIXES)
+MAX_HEADER_VALUE = 1024
+MAX_HEADERS = 32
+
+
+def header_problem(headers: Mapping[str, str]) -> str | None:
+    """Why these headers are unacceptable (CR/LF/NUL, oversize, too many), or None."""
+    if len(headers) > MAX_HEADERS:
+        return f"{len(headers)} headers exceed the limit of {MAX_HEADERS}"
+    for name, value in headers.items():
+        if any(ch in name for ch in "\r\n\x00: ") or not name:
+            return "a header name contains a forbidden character"
+        if any(ch in value for ch in "\r\n\x00"):
+            return f"header {name[:40]!r} contains CR, LF or NUL"
+        if len(value) > MAX_HEADER_VALUE:
+            return f"header {name[:40]!r} is longer than {MAX_HEADER_VALUE} characters"
+    return None
+
+
+def passthrough(headers: Mapping[str, str]) -> dict[str, str]:
+    """The application headers that may travel on: everything but Nats-* and Rb-* (set by us)."""
+    return {
+        name: value for name, value in headers.items() if not name.lower().startswith(_RESERVED)
+    }
