@@ -34,7 +34,5 @@ async def test_a_real_server_with_jetstream_survives_a_restart(tmp_path: Path) -
 def test_a_server_that_cannot_start_says_where_to_look(tmp_path: Path) -> None:
     """A broken configuration is a clear error naming the log file."""
     server = NatsServer(tmp_path / "bad", extra_config="this is { not valid")
-    with pytest.raises(
-        NatsServerError, match=r"nats-server exited with \d+; see .*nats\.log"
-    ):
+    with pytest.raises(NatsServerError, match=r"nats-server exited with \d+; see .*nats\.log"):
         server.start(timeout=10)

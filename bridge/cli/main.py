@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from bridge import __version__
-from bridge.cli import audit_cmd, certs_cmd, keys_cmd, policy_cmd
+from bridge.cli import audit_cmd, certs_cmd, keys_cmd, policy_cmd, runtime_cmd
 from bridge.errors import PolicyLoadError, RbridgeError, UsageError
 
 EXIT_FAILURE = 1
@@ -39,6 +39,7 @@ def build_parser() -> Parser:
     keys_cmd.register(commands)
     certs_cmd.register(commands)
     audit_cmd.register(commands)
+    runtime_cmd.register(commands)
     return parser
 
 

@@ -1,0 +1,127 @@
+"""``rbridge cloud``: the gateway process, from configuration to clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from bridge.cloud.config import CloudSettings
+from bridge.cloud.metrics import CloudMetrics
+from bridge.cloud.replies import ReplyForwarder
+from bridge.cloud.store import CloudGuard, CloudStore
+from bridge.contract import INBOUND_PREFIX, REPLY_PREFIX, STREAM_IN, STREAM_REPLY
+from bridge.link import LinkGateway, Revocations, ServerTLS, TLSFiles
+from bridge.runtime.http import StatusServer
+from bridge.runtime.natsconn import connect
+from bridge.runtime.publisher import StreamPublisher
+from bridge.runtime.streams import ensure_stream
+
+log = logging.getLogger("rbridge.cloud")
+
+
+class CloudGateway:
+    """The whole cloud side in one object, so tests can run it in-process."""
+
+    def __init__(self, settings: CloudSettings) -> None:
+        self.settings = settings
+        self.metrics = CloudMetrics()
+        self.gateway: LinkGateway | None = None
+        self.status: StatusServer | None = None
+        self.port = 0
+        self.http_port = 0
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.nc = await connect(
+            settings.nats.url,
+            credentials=settings.nats.credentials,
+            nkey_seed=settings.nats.nkey_seed,
+            name="rbridge-cloud",
+        )
+        js = self.nc.jetstream()
+        await ensure_stream(
+            js,
+            STREAM_IN,
+            [f"{INBOUND_PREFIX}>"],
+            duplicate_window=settings.duplicate_window_seconds,
+        )
+        await ensure_stream(
+            js,
+            STREAM_REPLY,
+            [f"{REPLY_PREFIX}>"],
+            duplicate_window=settings.duplicate_window_seconds,
+        )
+        self.publisher = StreamPublisher(self.nc)
+        await self.publisher.start()
+        self.replies = ReplyForwarder(js)
+        tls = ServerTLS(TLSFiles(settings.tls.cert, settings.tls.key, settings.tls.ca))
+        revocations = Revocations(settings.tls.ca.read_bytes(), settings.crl, settings.deny_list)
+        store = CloudStore(
+            self.publisher,
+            CloudGuard.of(settings.leak_guard.refuse, settings.leak_guard.permit),
+            min_revision=settings.min_policy_revision,
+            metrics=self.metrics,
+        )
+        self.gateway = LinkGateway(
+            tls=tls,
+            revocations=revocations,
+            trust_domain=settings.trust_domain,
+            sites={name: site.capabilities for name, site in settings.sites.items()},
+            handler=store,
+            on_reply_result=self.replies.on_result,
+            on_sessions_changed=self._sessions_changed,
+            name=settings.name,
+        )
+        self.replies.gateway = self.gateway
+        self.port = await self.gateway.start(settings.listen)
+        host, _, port = settings.http.rpartition(":")
+        self.status = StatusServer(self.metrics.registry, self.not_ready, host=host, port=int(port))
+        self.http_port = await self.status.start()
+        log.info(
+            "cloud gateway ready: link on port %d, status on port %d", self.port, self.http_port
+        )
+
+    def _sessions_changed(self, site: str) -> None:
+        assert self.gateway is not None
+        self.metrics.sessions.set(sum(len(group) for group in self.gateway.sessions.values()))
+        self.replies.sessions_changed(site)
+
+    def not_ready(self) -> list[str]:
+        missing = []
+        if not self.nc.is_connected:
+            missing.append("NATS not connected")
+        if self.gateway is None or self.port == 0:
+            missing.append("link not listening")
+        return missing
+
+    async def stop(self) -> None:
+        grace = self.settings.grace_seconds
+        if self.gateway is not None:
+            await self.gateway.stop(grace)
+        await self.replies.stop()
+        await self.publisher.stop()
+        if self.status is not None:
+            await self.status.stop()
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        self._stopped.set()
+
+
+async def run(settings: CloudSettings) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly within the grace period."""
+    cloud = CloudGateway(settings)
+    await cloud.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    print(
+        f"rbridge cloud: link on {settings.listen.rpartition(':')[0]}:{cloud.port}, status on port {cloud.http_port}",
+        flush=True,
+    )
+    await stop.wait()
+    log.info("stopping")
+    await cloud.stop()

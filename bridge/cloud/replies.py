@@ -1,0 +1,113 @@
+"""Replies from cloud agents to a site: from ``RB_REPLY`` over that site's link, acked after the edge.
+
+Cloud agents publish to ``rb.reply.<site>`` with the ``Rb-Reply`` token they received. For each
+site with an open stream on this gateway, a pull consumer shared by all gateway replicas
+(``reply-<site>``) takes the replies and sends them down the link; each is acked in JetStream
+only when the edge acked it, and stays in the stream while the site is offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext, api
+
+from bridge.contract import HEADER_MSG_ID, HEADER_REPLY_TOKEN, STREAM_REPLY, reply_subject
+from bridge.link import Envelope, LinkGateway, NotConnected, Reject
+from bridge.link.envelope import LINK_LOST
+from bridge.runtime.background import Background
+from bridge.runtime.headers import header_problem, passthrough
+
+log = logging.getLogger("rbridge.cloud.replies")
+CAPABILITY_HEADER = "Rb-Capability"
+
+
+class ReplyForwarder:
+    def __init__(self, js: JetStreamContext, *, batch: int = 64) -> None:
+        self.js = js
+        self.batch = batch
+        self.gateway: LinkGateway | None = None
+        self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
+        self.forwarded = 0
+        self.refused = 0
+        self.background = Background()
+
+    def sessions_changed(self, site: str) -> None:
+        if self._stopping or self.gateway is None:
+            return
+        if self.gateway.connected(site) and (site not in self._pumps or self._pumps[site].done()):
+            self._pumps[site] = asyncio.create_task(self._pump(site), name=f"replies-{site}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._pumps.values():
+            task.cancel()
+        await asyncio.gather(*self._pumps.values(), return_exceptions=True)
+        await self.background.drain()
+
+    def on_result(self, token: Any, envelope: Envelope, reject: Reject | None) -> None:
+        message: Msg = token
+        if reject is None:
+            self.forwarded += 1
+            self.background.spawn(message.ack())
+        elif reject.code == LINK_LOST:
+            self.background.spawn(message.nak(delay=1))
+        else:
+            self.refused += 1
+            log.warning(
+                "site refused a reply: %s",
+                reject.code,
+                extra={"msg_id": envelope.id, "code": reject.code},
+            )
+            self.background.spawn(message.term())
+
+    async def _pump(self, site: str) -> None:
+        assert self.gateway is not None
+        config = api.ConsumerConfig(
+            ack_wait=30, max_ack_pending=1024, filter_subject=reply_subject(site)
+        )
+        subscription = await self.js.pull_subscribe(
+            reply_subject(site), durable=f"reply-{site}", stream=STREAM_REPLY, config=config
+        )
+        try:
+            while not self._stopping and self.gateway.connected(site):
+                try:
+                    messages = await subscription.fetch(self.batch, timeout=1.0)
+                except (NatsTimeout, TimeoutError):
+                    continue
+                for message in messages:
+                    envelope = self._envelope(message)
+                    if envelope is None:
+                        await message.term()
+                        continue
+                    try:
+                        await self.gateway.send(site, envelope, token=message)
+                    except NotConnected:
+                        await message.nak(delay=1)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    def _envelope(self, message: Msg) -> Envelope | None:
+        headers = message.headers or {}
+        problem = header_problem(headers)
+        if problem is not None:
+            self.refused += 1
+            log.warning("dropped a malformed reply: %s", problem)
+            return None
+        token = headers.get(HEADER_REPLY_TOKEN, "")
+        sequence = message.metadata.sequence.stream
+        envelope_id = headers.get(HEADER_MSG_ID) or f"reply-{sequence}"
+        return Envelope(
+            id=f"reply/{envelope_id}",
+            capability=headers.get(CAPABILITY_HEADER, ""),
+            payload=message.data,
+            reply_token=token,
+            headers=passthrough(headers),
+        )

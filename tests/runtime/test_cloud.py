@@ -1,0 +1,195 @@
+"""The cloud gateway against a real nats-server: stored in RB_IN, checked, replies forwarded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from bridge.cloud.app import CloudGateway
+from bridge.cloud.config import CloudSettings
+from bridge.link import ClientTLS, EdgeLink, Envelope, Hello, Reject
+from bridge.natsserver import NatsServer
+from tests.link.helpers import FAST, TRUST_DOMAIN, Pki, Results
+
+
+def cloud_settings(pki: Pki, nats_url: str, **overrides: object) -> CloudSettings:
+    data: dict[str, object] = {
+        "listen": "127.0.0.1:0",
+        "http": "127.0.0.1:0",
+        "trust_domain": TRUST_DOMAIN,
+        "tls": {
+            "cert": pki.root / "gateway.pem",
+            "key": pki.root / "gateway.key",
+            "ca": pki.ca_path,
+        },
+        "crl": pki.crl_path,
+        "sites": {"plant-a": {"capabilities": ["docs.>", "hr.jobs.publish"]}},
+        "nats": {"url": nats_url},
+        "min_policy_revision": 5,
+        "leak_guard": {"permit": {"hr.jobs.publish": ["email"]}},
+        "grace_seconds": 1,
+    }
+    data.update(overrides)
+    return CloudSettings(**data)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def cloud(pki: Pki, nats_server: NatsServer) -> AsyncIterator[CloudGateway]:
+    gateway = CloudGateway(cloud_settings(pki, nats_server.url))
+    await gateway.start()
+    yield gateway
+    await gateway.stop()
+
+
+class Inbound:
+    def __init__(self) -> None:
+        self.received: list[Envelope] = []
+
+    async def accept(self, envelopes: list[Envelope]) -> list[Reject | None]:
+        self.received.extend(envelopes)
+        return [None] * len(envelopes)
+
+
+async def linked(pki: Pki, port: int, results: Results, inbound: Inbound | None = None) -> EdgeLink:
+    link = EdgeLink(
+        f"localhost:{port}",
+        ClientTLS(pki.files("site-plant-a")),
+        Hello("plant-a", "edge-1", 7),
+        on_result=results,
+        inbound=inbound,
+        settings=FAST,
+    )
+    await link.start()
+    await link.wait_up(10)
+    return link
+
+
+async def test_envelopes_are_stored_with_the_gateways_headers_and_acked_after(
+    pki: Pki, nats_server: NatsServer, cloud: CloudGateway
+) -> None:
+    """Stored on rb.in.<capability> with Nats-Msg-Id = envelope id; forged headers dropped; resends de-duplicated."""
+    results = Results()
+    link = await linked(pki, cloud.port, results)
+    forged = {"Nats-Msg-Id": "forged", "Rb-Site": "plant-z", "rb-class": "public", "X-Trace": "t-1"}
+    await link.send(
+        Envelope("e-1", "docs.parse", b'{"a":1}', "internal", "rule-x", 7, "tok", forged)
+    )
+    await results.wait_for(1)
+    assert results.acked["e-1"] == 1
+    connection = await nats.connect(nats_server.url)
+    js = connection.jetstream()
+    message = await js.get_msg("RB_IN", 1)
+    assert message.subject == "rb.in.docs.parse"
+    assert message.data == b'{"a":1}'
+    headers = message.headers or {}
+    assert headers["Nats-Msg-Id"] == "e-1"
+    assert (
+        headers["Rb-Site"],
+        headers["Rb-Rule"],
+        headers["Rb-Policy"],
+        headers["Rb-Class"],
+        headers["Rb-Reply"],
+    ) == ("plant-a", "rule-x", "7", "internal", "tok")
+    assert headers["X-Trace"] == "t-1"
+    assert "rb-class" not in headers
+    # The same id again (a resend after a broken link) is acked and not stored twice.
+    await link.send(Envelope("e-1", "docs.parse", b'{"a":1}', "internal", "rule-x", 7))
+    await results.wait_for(1)
+    await asyncio.sleep(0.2)
+    info = await js.stream_info("RB_IN")
+    assert info.state.messages == 1
+    await connection.close()
+    await link.stop(1)
+
+
+async def test_the_gateways_own_checks_refuse_with_a_code(
+    pki: Pki, nats_server: NatsServer, cloud: CloudGateway
+) -> None:
+    """Old policy revisions, values the leak guard finds, bad headers: rejected, counted, not stored."""
+    results = Results()
+    link = await linked(pki, cloud.port, results)
+    await link.send(Envelope("old", "docs.parse", b"{}", "internal", "r", 3))
+    await link.send(Envelope("ssn", "docs.parse", b'{"n":"123-45-6789"}', "internal", "r", 7))
+    await link.send(Envelope("mail", "docs.parse", b'{"n":"a@example.com"}', "internal", "r", 7))
+    await link.send(
+        Envelope("job", "hr.jobs.publish", b'{"n":"jobs@example.com"}', "public", "r", 7)
+    )
+    await link.send(
+        Envelope("hdr", "docs.parse", b"{}", "internal", "r", 7, headers={"X-Bad": "a\r\nb"})
+    )
+    await results.wait_for(5)
+    assert results.rejected["old"].code == "revision-refused"
+    assert results.rejected["ssn"] == Reject(
+        "leak-guard", "the payload holds a value of class 'us_ssn'"
+    )
+    assert results.rejected["mail"].code == "leak-guard"
+    assert results.rejected["hdr"].code == "bad-header"
+    assert set(results.acked) == {"job"}
+    metrics = await http_get(cloud.http_port, "/metrics")
+    assert 'rbridge_leak_guard_hits_total{detector="us_ssn",site="plant-a"} 1.0' in metrics
+    assert "123-45-6789" not in metrics
+    await link.stop(1)
+
+
+async def test_replies_wait_in_the_stream_until_the_site_connects(
+    pki: Pki, nats_server: NatsServer, cloud: CloudGateway
+) -> None:
+    """Published while the site is offline, delivered when it connects, acked after the edge acked."""
+    connection = await nats.connect(nats_server.url)
+    js = connection.jetstream()
+    for number in range(5):
+        await js.publish(
+            "rb.reply.plant-a",
+            f'{{"n":{number}}}'.encode(),
+            headers={
+                "Rb-Reply": f"tok-{number}",
+                "Rb-Capability": "docs.parse",
+                "Nats-Msg-Id": f"r-{number}",
+            },
+        )
+    inbound = Inbound()
+    link = await linked(pki, cloud.port, Results(), inbound)
+    async with asyncio.timeout(10):
+        while len(inbound.received) < 5:
+            await asyncio.sleep(0.05)
+    assert [e.reply_token for e in inbound.received] == [f"tok-{n}" for n in range(5)]
+    assert inbound.received[0].capability == "docs.parse"
+    async with asyncio.timeout(10):
+        while (await js.consumer_info("RB_REPLY", "reply-plant-a")).num_ack_pending:
+            await asyncio.sleep(0.05)
+    info = await js.consumer_info("RB_REPLY", "reply-plant-a")
+    assert info.num_pending == 0
+    await connection.close()
+    await link.stop(1)
+
+
+async def test_health_endpoints(cloud: CloudGateway) -> None:
+    assert (await http_get(cloud.http_port, "/healthz")).strip() == "ok"
+    assert (await http_get(cloud.http_port, "/readyz")).strip() == "ready"
+
+
+async def http_get(port: int, path: str) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    return data.split(b"\r\n\r\n", 1)[1].decode()
+
+
+def test_settings_report_every_problem(tmp_path: Path) -> None:
+    """A bad file: each problem on its own line with its key."""
+    from bridge.runtime.config import ConfigError
+
+    path = tmp_path / "cloud.yaml"
+    path.write_text("sites: {a: {capabilities: ['x..y']}}\nlisten: 1\ncolour: red\n")
+    with pytest.raises(ConfigError) as caught:
+        CloudSettings.load(path)
+    problems = "\n".join(caught.value.problems)
+    assert f"{path}: tls: Field required" in problems
+    assert f"{path}: colour: unknown key" in problems
+    assert "bad capability pattern 'x..y'" in problems
