@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import nats
@@ -49,7 +49,7 @@ class Inbound:
     def __init__(self) -> None:
         self.received: list[Envelope] = []
 
-    async def accept(self, envelopes: list[Envelope]) -> list[Reject | None]:
+    async def accept(self, envelopes: Sequence[Envelope]) -> Sequence[Reject | None]:
         self.received.extend(envelopes)
         return [None] * len(envelopes)
 
