@@ -1,0 +1,233 @@
+"""``rbridge edge``: the edge bridge process, from configuration to clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import api
+
+from bridge.audit import AuditTrail
+from bridge.contract import OUTBOUND_PREFIX, STREAM_OUT, STREAM_QUARANTINE
+from bridge.edge.bridge import QUARANTINE_PREFIX, EdgeBridge
+from bridge.edge.config import EdgeSettings
+from bridge.edge.metrics import EdgeMetrics
+from bridge.edge.policy_source import PolicySource
+from bridge.edge.tokens import ReplyTokens
+from bridge.errors import RbridgeError
+from bridge.keys import FileKeyStore
+from bridge.link import ClientTLS, EdgeLink, Hello, LinkSettings, TLSFiles
+from bridge.runtime.http import StatusServer
+from bridge.runtime.natsconn import connect
+from bridge.runtime.streams import ensure_stream
+
+log = logging.getLogger("rbridge.edge")
+
+
+class EdgeApp:
+    """The whole edge side in one object, so tests can run it in-process."""
+
+    def __init__(self, settings: EdgeSettings) -> None:
+        self.settings = settings
+        self.instance = settings.instance or f"{settings.site}-{uuid.uuid4().hex[:6]}"
+        self.metrics = EdgeMetrics()
+        self.links: dict[str, EdgeLink] = {}
+        self.status: StatusServer | None = None
+        self.http_port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self.pulled = 0
+
+    async def start(self) -> None:
+        settings = self.settings
+        keys = FileKeyStore(settings.keys_dir)
+        self.policy = PolicySource(
+            settings.policy.path,
+            keys,
+            name=settings.policy.name,
+            require_signature=settings.policy.require_signature,
+            pubkey=settings.policy.pubkey,
+        )
+        loaded = self.policy.load()
+        self._check_destinations()
+        self.audit = AuditTrail(
+            settings.audit.dir, max_bytes=settings.audit.max_bytes, fsync=settings.audit.fsync
+        )
+        tokens = ReplyTokens(
+            keys.current(settings.replies.key), settings.site, settings.replies.ttl_seconds
+        )
+        self.nc = await connect(
+            settings.nats.url,
+            credentials=settings.nats.credentials,
+            nkey_seed=settings.nats.nkey_seed,
+            name=f"rbridge-edge-{self.instance}",
+        )
+        self.js = self.nc.jetstream()
+        await ensure_stream(self.js, STREAM_OUT, [f"{OUTBOUND_PREFIX}>"])
+        if settings.quarantine.enabled:
+            await ensure_stream(
+                self.js,
+                STREAM_QUARANTINE,
+                [f"{QUARANTINE_PREFIX}>"],
+                max_age=settings.quarantine.max_age_seconds,
+            )
+        self.bridge = EdgeBridge(
+            site=settings.site, nc=self.nc, js=self.js, policy=self.policy, audit=self.audit, links=self.links,
+            tokens=tokens, metrics=self.metrics, quarantine=settings.quarantine.enabled,
+        )  # fmt: skip
+        link_settings = LinkSettings(
+            window=settings.link.window,
+            max_batch=min(settings.link.max_batch, settings.link.window),
+            linger=settings.link.linger_ms / 1000,
+            keepalive_time=settings.link.keepalive_seconds,
+            keepalive_timeout=settings.link.keepalive_seconds,
+        )
+        tls = TLSFiles(settings.tls.cert, settings.tls.key, settings.tls.ca)
+        for name, destination in settings.destinations.items():
+            link = EdgeLink(
+                destination.address,
+                ClientTLS(tls, server_name=destination.server_name),
+                Hello(settings.site, f"{self.instance}-{name}", loaded.revision),
+                on_result=self.bridge.on_result,
+                inbound=self.bridge,
+                settings=link_settings,
+            )
+            self.links[name] = link
+            await link.start()
+        self.metrics.policy_revision.labels(loaded.engine.name).set(loaded.revision)
+        host, _, port = settings.http.rpartition(":")
+        self.status = StatusServer(self.metrics.registry, self.not_ready, host=host, port=int(port))
+        self.http_port = await self.status.start()
+        consumer = api.ConsumerConfig(
+            ack_wait=settings.consumer.ack_wait_seconds,
+            max_ack_pending=settings.consumer.max_ack_pending,
+            ack_policy=api.AckPolicy.EXPLICIT,
+        )
+        self.subscription = await self.js.pull_subscribe(
+            f"{OUTBOUND_PREFIX}>",
+            durable=settings.consumer.durable,
+            stream=STREAM_OUT,
+            config=consumer,
+        )
+        self._tasks = [
+            asyncio.create_task(self._pull(), name="pull"),
+            asyncio.create_task(self.bridge.settlement.run(), name="settle"),
+            asyncio.create_task(self._watch(), name="watch"),
+        ]
+        log.info("edge bridge %s ready: status on port %d", self.instance, self.http_port)
+
+    def _check_destinations(self) -> None:
+        policy = self.policy.engine.policy
+        used = {name for rule in policy.spec.rules for name in rule.destinations}
+        missing = sorted(used - set(self.settings.destinations))
+        if missing:
+            raise RbridgeError(
+                f"the policy sends to destinations with no gateway configured: {', '.join(missing)}"
+            )
+        for name, destination in self.settings.destinations.items():
+            declared = policy.spec.destinations.get(name)
+            if (
+                declared is not None
+                and destination.jurisdiction
+                and destination.jurisdiction != declared.jurisdiction
+            ):
+                raise RbridgeError(
+                    f"destination {name!r} is configured in {destination.jurisdiction} but the policy puts it in {declared.jurisdiction}"
+                )
+
+    def not_ready(self) -> list[str]:
+        missing = []
+        if not self.nc.is_connected:
+            missing.append("NATS not connected")
+        if self.policy.current is None:
+            missing.append("no policy loaded")
+        if not self.audit.healthy:
+            missing.append(f"audit trail not writable ({self.audit.last_error})")
+        if not any(link.state == "up" for link in self.links.values()):
+            missing.append("no link up")
+        return missing
+
+    async def _pull(self) -> None:
+        batch = self.settings.consumer.batch
+        while not self._stopping.is_set():
+            if not any(link.state == "up" for link in self.links.values()):
+                # Nothing may leave: leave the backlog in RB_OUT rather than churn through it.
+                await asyncio.sleep(0.2)
+                continue
+            if not self.audit.healthy:
+                # The last write failed; try again at a slow pace (the next append reopens the file).
+                await asyncio.sleep(1.0)
+            try:
+                messages = await self.subscription.fetch(batch, timeout=1.0)
+            except (NatsTimeout, TimeoutError):
+                continue
+            except Exception as error:
+                log.warning("pull failed: %s", type(error).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            self.pulled += len(messages)
+            await self.bridge.process(messages)
+
+    async def _watch(self) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.settings.policy.watch_seconds)
+            self.reload()
+            for name, link in self.links.items():
+                self.metrics.link_up.labels(name).set(1 if link.state == "up" else 0)
+            self.metrics.in_flight.set(sum(len(link.outbox) for link in self.links.values()))
+            with contextlib.suppress(Exception):
+                info = await self.subscription.consumer_info()
+                self.metrics.backlog.set(info.num_pending or 0)
+
+    def reload(self, *, force: bool = False) -> bool:
+        changed = self.policy.reload(force=force)
+        if self.policy.last_error:
+            self.metrics.policy_reload_failures.inc()
+        if changed and self.policy.current is not None:
+            self.metrics.policy_revision.clear()
+            self.metrics.policy_revision.labels(self.policy.current.engine.name).set(
+                self.policy.current.revision
+            )
+            for link in self.links.values():
+                link.set_policy_revision(self.policy.current.revision)
+        return changed
+
+    async def stop(self) -> None:
+        """Stop pulling, let in-flight envelopes be answered, settle, close links and NATS."""
+        self._stopping.set()
+        grace = self.settings.grace_seconds
+        pull = self._tasks[0] if self._tasks else None
+        if pull is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(pull, 2.0)
+        await asyncio.gather(*(link.stop(grace) for link in self.links.values()))
+        await self.bridge.settlement.flush()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.bridge.background.drain()
+        if self.status is not None:
+            await self.status.stop()
+        with contextlib.suppress(Exception):
+            await self.subscription.unsubscribe()
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        self.audit.close()
+
+
+async def run(settings: EdgeSettings) -> None:
+    app = EdgeApp(settings)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: app.reload(force=True))
+    print(f"rbridge edge: site {settings.site}, status on port {app.http_port}", flush=True)
+    await stop.wait()
+    log.info("stopping")
+    await app.stop()

@@ -1,0 +1,359 @@
+"""The edge bridge: from RB_OUT to the cloud, through the policy and the audit trail.
+
+For each batch pulled from the durable consumer: decide every message with one engine (a
+reload never splits a batch), append and flush the audit records, then forward the allowed
+envelopes on a link to a destination their rule allows, terminate the denied ones (telling the
+sender, status only, and optionally keeping a copy in quarantine), and put back those whose
+every allowed destination is down. A message is acked in RB_OUT only when the cloud acked it.
+If the audit trail cannot be written, nothing of the batch is forwarded: it is put back and the
+bridge reports itself unhealthy until a write succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from bridge.audit import AuditTrail, AuditWriteError
+from bridge.audit.trail import digest
+from bridge.contract import (
+    HEADER_MSG_ID,
+    HEADER_REASON,
+    HEADER_REPLY_TO,
+    HEADER_RULE,
+    HEADER_STATUS,
+    OUTBOUND_PREFIX,
+)
+from bridge.edge.metrics import EdgeMetrics
+from bridge.edge.policy_source import PolicySource
+from bridge.edge.tokens import ReplyRoute, ReplyTokens
+from bridge.link import EdgeLink, Envelope, Reject
+from bridge.link.envelope import LINK_LOST
+from bridge.policy import Decision, Message
+from bridge.policy.payload import PayloadError
+from bridge.policy.subjects import subject_error
+from bridge.runtime.background import Background
+from bridge.runtime.headers import header_problem, passthrough
+
+log = logging.getLogger("rbridge.edge")
+QUARANTINE_PREFIX = "rb.quarantine."
+
+
+@dataclass(slots=True)
+class Pending:
+    """What the link's answer for one envelope needs: the message to ack and when it was pulled."""
+
+    message: Msg
+    pulled: float
+    capability: str
+    reply_to: str
+
+
+class Settlement:
+    """Acks, naks and terms gathered from callbacks and sent by one task, in order."""
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[str, Msg, float | None]] = []
+        self._ready = asyncio.Event()
+
+    def ack(self, message: Msg) -> None:
+        self._queue.append(("ack", message, None))
+        self._ready.set()
+
+    def nak(self, message: Msg, delay: float | None = None) -> None:
+        self._queue.append(("nak", message, delay))
+        self._ready.set()
+
+    def term(self, message: Msg) -> None:
+        self._queue.append(("term", message, None))
+        self._ready.set()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    async def run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        batch, self._queue = self._queue, []
+        for kind, message, delay in batch:
+            try:
+                if kind == "ack":
+                    await message.ack()
+                elif kind == "nak":
+                    await message.nak(delay=delay)
+                else:
+                    await message.term()
+            except (
+                Exception
+            ) as error:  # an already-settled message, or NATS gone: redelivery covers it
+                log.debug("could not %s a message: %s", kind, type(error).__name__)
+
+
+class EdgeBridge:
+    def __init__(
+        self,
+        *,
+        site: str,
+        nc: Client,
+        js: JetStreamContext,
+        policy: PolicySource,
+        audit: AuditTrail,
+        links: Mapping[str, EdgeLink],
+        tokens: ReplyTokens,
+        metrics: EdgeMetrics,
+        quarantine: bool = False,
+    ) -> None:
+        self.site = site
+        self.nc = nc
+        self.js = js
+        self.policy = policy
+        self.audit = audit
+        self.links = links
+        self.tokens = tokens
+        self.metrics = metrics
+        self.quarantine = quarantine
+        self.settlement = Settlement()
+        self.background = Background()
+        self.deferred = 0
+
+    # --- outbound ------------------------------------------------------------------------
+
+    async def process(self, messages: Sequence[Msg]) -> None:
+        """Decide, audit, then forward / deny / put back one batch of RB_OUT messages."""
+        loaded = self.policy.current
+        assert loaded is not None
+        engine = loaded.engine
+        now = time.monotonic()
+        records: list[dict[str, Any]] = []
+        forwards: dict[str, list[tuple[Envelope, Any]]] = {}
+        denied: list[tuple[Msg, Decision, str]] = []
+        waiting: list[Msg] = []
+        up = {name for name, link in self.links.items() if link.state == "up"}
+        for message in messages:
+            capability = (
+                message.subject[len(OUTBOUND_PREFIX) :]
+                if message.subject.startswith(OUTBOUND_PREFIX)
+                else ""
+            )
+            headers = message.headers or {}
+            msg_id = self._message_id(message, headers)
+            problem = header_problem(headers)
+            if problem is not None:
+                decision = Decision(
+                    "deny", "bad-header", None, engine.name, loaded.revision, detail=problem
+                )
+            else:
+                decision = engine.evaluate(Message(capability, message.data, headers))
+            reply_to = headers.get(HEADER_REPLY_TO, "") if problem is None else ""
+            destination = None
+            if decision.allowed:
+                destination = next((name for name in decision.destinations if name in up), None)
+                if destination is None:
+                    waiting.append(message)
+                    continue
+                assert decision.payload is not None
+                token = ""
+                if reply_to and subject_error(reply_to, pattern=False) is None:
+                    token = self.tokens.seal(ReplyRoute(reply_to, capability, msg_id))
+                envelope = Envelope(
+                    id=msg_id,
+                    capability=capability,
+                    payload=decision.payload,
+                    classification=decision.classification or "",
+                    rule=decision.rule or "",
+                    policy_revision=decision.revision,
+                    reply_token=token,
+                    headers=passthrough(headers),
+                    created_unix_ms=int(time.time() * 1000),
+                    traceparent=headers.get("traceparent", "")[:128],
+                )
+                forwards.setdefault(destination, []).append(
+                    (envelope, Pending(message, now, capability, reply_to))
+                )
+            else:
+                denied.append((message, decision, reply_to))
+            records.append(self._record(msg_id, capability, decision, destination, message.data))
+        try:
+            self.audit.append(records)
+        except AuditWriteError as error:
+            self.metrics.audit_errors.inc()
+            log.error("audit trail not writable, nothing forwarded: %s", error)
+            for message in messages:
+                self.settlement.nak(message, delay=1.0)
+            return
+        self._count(records)
+        for destination, items in forwards.items():
+            await self.links[destination].send_many(items)
+        for message, decision, reply_to in denied:
+            await self._deny(message, decision, reply_to)
+        for message in waiting:
+            self.settlement.nak(message, delay=1.0)
+        if waiting:
+            self.deferred += len(waiting)
+            self.metrics.waiting.inc(len(waiting))
+
+    def _message_id(self, message: Msg, headers: Mapping[str, str]) -> str:
+        given = headers.get(HEADER_MSG_ID, "")
+        if given and len(given) <= 128 and given.isprintable() and " " not in given:
+            return f"{self.site}/{given}"
+        return f"{self.site}/seq-{message.metadata.sequence.stream}"
+
+    def _record(
+        self, msg_id: str, capability: str, decision: Decision, destination: str | None, data: bytes
+    ) -> dict[str, Any]:
+        return {
+            "direction": "outbound",
+            "site": self.site,
+            "msg_id": msg_id,
+            "subject": capability[:256],
+            "decision": decision.verdict,
+            "rule": decision.rule,
+            "reason": decision.reason,
+            "destination": destination,
+            "classification": decision.classification,
+            "transforms": [
+                {"path": t.path, "action": t.action, "places": t.places}
+                for t in decision.transforms
+                if t.places
+            ],
+            "input_sha256": digest(data),
+            "output_sha256": digest(decision.payload) if decision.payload is not None else None,
+            "policy": decision.policy,
+            "revision": decision.revision,
+        }
+
+    def _count(self, records: list[dict[str, Any]]) -> None:
+        metrics = self.metrics
+        for record in records:
+            metrics.messages.labels("outbound", record["decision"], record["rule"] or "none").inc()
+            for transform in record["transforms"]:
+                metrics.transforms.labels(transform["action"]).inc(transform["places"])
+            if record["reason"].startswith("leak-guard:"):
+                metrics.leak_hits.labels(record["reason"][len("leak-guard:") :]).inc()
+
+    async def _deny(self, message: Msg, decision: Decision, reply_to: str) -> None:
+        self.settlement.term(message)
+        if self.quarantine:
+            headers = passthrough(message.headers or {})
+            headers.update({HEADER_REASON: decision.reason, HEADER_RULE: decision.rule or ""})
+            capability = message.subject[len(OUTBOUND_PREFIX) :]
+            subject = QUARANTINE_PREFIX + (
+                capability if subject_error(capability, pattern=False) is None else "invalid"
+            )
+            try:
+                await self.js.publish(subject, message.data, headers=headers, timeout=5)
+            except Exception as error:
+                log.error("could not quarantine a denied message: %s", type(error).__name__)
+        await self._notify(reply_to, decision)
+
+    async def _notify(self, reply_to: str, decision: Decision) -> None:
+        if not reply_to or subject_error(reply_to, pattern=False) is not None:
+            return
+        headers = {
+            HEADER_STATUS: "denied",
+            HEADER_REASON: decision.reason,
+            HEADER_RULE: decision.rule or "",
+        }
+        await self.nc.publish(reply_to, b"", headers=headers)
+
+    def on_result(self, token: Any, envelope: Envelope, reject: Reject | None) -> None:
+        """The link's answer for one envelope: ack, put back, or terminate in RB_OUT."""
+        pending: Pending = token
+        if reject is None:
+            self.settlement.ack(pending.message)
+            self.metrics.forward_seconds.observe(time.monotonic() - pending.pulled)
+            return
+        if reject.code == LINK_LOST:
+            self.settlement.nak(pending.message, delay=0.5)
+            return
+        # The cloud refused it for good (capability, its leak guard, revision): record, tell, drop.
+        self.metrics.cloud_rejects.labels(reject.code).inc()
+        log.warning(
+            "the cloud refused a message: %s",
+            reject.code,
+            extra={"msg_id": envelope.id, "code": reject.code},
+        )
+        try:
+            self.audit.append([{"direction": "outbound", "site": self.site, "msg_id": envelope.id, "subject": envelope.capability,
+                                "decision": "refused-by-cloud", "rule": envelope.rule, "reason": f"cloud:{reject.code}",
+                                "policy": self.policy.engine.name, "revision": envelope.policy_revision}])  # fmt: skip
+        except AuditWriteError:
+            self.metrics.audit_errors.inc()
+        self.settlement.term(pending.message)
+        if pending.reply_to:
+            decision = Decision(
+                "deny", f"cloud:{reject.code}", envelope.rule, "", envelope.policy_revision
+            )
+            self.background.spawn(self._notify(pending.reply_to, decision))
+
+    # --- inbound: replies from the cloud --------------------------------------------------
+
+    async def accept(self, envelopes: Sequence[Envelope]) -> Sequence[Reject | None]:
+        """Replies from the cloud: re-identify what the reply rules allow, deliver to the sender."""
+        engine = self.policy.engine
+        answers: list[Reject | None] = []
+        deliveries: list[tuple[str, bytes, dict[str, str]]] = []
+        records: list[dict[str, Any]] = []
+        for envelope in envelopes:
+            try:
+                route = self.tokens.open(envelope.reply_token)
+            except ValueError as error:
+                answers.append(Reject("bad-token", str(error)))
+                records.append(self._inbound_record(envelope, "refused", "bad-token", None, 0))
+                continue
+            try:
+                reply = engine.evaluate_reply(route.capability, envelope.payload)
+            except PayloadError as error:
+                answers.append(Reject("bad-payload", error.detail))
+                records.append(
+                    self._inbound_record(envelope, "refused", f"payload:{error.code}", None, 0)
+                )
+                continue
+            headers = passthrough(envelope.headers)
+            headers.update({HEADER_STATUS: "ok", "Rb-Msg-Id": route.msg_id})
+            deliveries.append((route.reply_to, reply.payload, headers))
+            records.append(
+                self._inbound_record(envelope, "delivered", "reply", reply.rule, reply.reidentified)
+            )
+            answers.append(None)
+        try:
+            self.audit.append(records)
+        except AuditWriteError:
+            self.metrics.audit_errors.inc()
+            return [Reject(LINK_LOST, "the edge cannot audit right now")] * len(envelopes)
+        for subject, payload, headers in deliveries:
+            await self.nc.publish(subject, payload, headers=headers)
+        for record in records:
+            self.metrics.messages.labels(
+                "inbound", record["decision"], record["rule"] or "none"
+            ).inc()
+        return answers
+
+    def _inbound_record(
+        self, envelope: Envelope, decision: str, reason: str, rule: str | None, reidentified: int
+    ) -> dict[str, Any]:
+        return {
+            "direction": "inbound",
+            "site": self.site,
+            "msg_id": envelope.id[:160],
+            "subject": envelope.capability[:256],
+            "decision": decision,
+            "rule": rule,
+            "reason": reason,
+            "reidentified": reidentified,
+            "input_sha256": digest(envelope.payload),
+            "policy": self.policy.engine.name,
+            "revision": self.policy.current.revision if self.policy.current else None,
+        }

@@ -1,0 +1,99 @@
+"""Settings of ``rbridge edge``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from bridge.runtime.config import RuntimeSettings, Section
+
+
+class NatsSection(Section):
+    url: str = "nats://127.0.0.1:4222"
+    credentials: Path | None = None
+    nkey_seed: Path | None = None
+
+
+class ConsumerSection(Section):
+    durable: str = "rbridge-edge"
+    batch: int = Field(256, ge=1, le=4096)
+    ack_wait_seconds: float = Field(60.0, gt=0)
+    max_ack_pending: int = Field(8192, ge=1)
+
+
+class PolicySection(Section):
+    path: Path = Field(description="a policy file, or a signed bundle (.bundle)")
+    name: str | None = Field(
+        None, description="which policy of a bundle to run (needed when it holds several)"
+    )
+    require_signature: bool = False
+    pubkey: Path | None = Field(
+        None, description="Ed25519 public key that must have signed the bundle"
+    )
+    watch_seconds: float = Field(2.0, gt=0)
+
+
+class AuditSection(Section):
+    dir: Path
+    max_bytes: int = Field(64 << 20, ge=4096)
+    fsync: bool = False
+
+
+class QuarantineSection(Section):
+    enabled: bool = False
+    max_age_seconds: int = Field(7 * 86_400, ge=60)
+
+
+class DestinationSection(Section):
+    address: str = Field(description="host:port of the gateway")
+    server_name: str | None = Field(
+        None, description="name to verify on the gateway's certificate, if not the host"
+    )
+    jurisdiction: str | None = Field(
+        None, description="if set, must match the policy's jurisdiction for it"
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", value):
+            raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+
+class TLSSection(Section):
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class LinkSection(Section):
+    window: int = Field(4096, ge=1)
+    max_batch: int = Field(256, ge=1)
+    linger_ms: float = Field(2.0, ge=0)
+    keepalive_seconds: float = Field(10.0, gt=0)
+
+
+class RepliesSection(Section):
+    key: str = "reply-tokens"
+    ttl_seconds: int = Field(86_400, ge=60)
+
+
+class EdgeSettings(RuntimeSettings):
+    site: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,62}$")
+    instance: str | None = None
+    nats: NatsSection = NatsSection()
+    consumer: ConsumerSection = ConsumerSection()
+    policy: PolicySection
+    keys_dir: Path
+    audit: AuditSection
+    quarantine: QuarantineSection = QuarantineSection()
+    destinations: dict[str, DestinationSection] = Field(min_length=1)
+    tls: TLSSection
+    link: LinkSection = LinkSection()
+    replies: RepliesSection = RepliesSection()
+    http: str = "127.0.0.1:9464"
+    grace_seconds: float = Field(10.0, ge=0)
+    log_level: str = "info"
