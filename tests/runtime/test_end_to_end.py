@@ -73,12 +73,16 @@ async def test_a_claim_goes_out_redacted_and_the_reply_comes_back_reidentified(
     await world.start_gateway()
     edge = await world.start_edge()
     await edge.links["cloud-eu"].wait_up(10)
-    stop, seen = asyncio.Event(), []
+    stop, seen = asyncio.Event(), list[Msg]()
     agent = asyncio.create_task(cloud_parser(world, stop, seen))
     local = await nats.connect(world.edge_nats.url)
     inbox = local.new_inbox()
     replies: asyncio.Queue[Msg] = asyncio.Queue()
-    await local.subscribe(inbox, cb=replies.put)
+
+    async def collect(message: Msg) -> None:
+        await replies.put(message)
+
+    await local.subscribe(inbox, cb=collect)
     js = local.jetstream()
     await js.publish(
         "rb.out.docs.parse",
@@ -112,8 +116,8 @@ async def test_a_claim_goes_out_redacted_and_the_reply_comes_back_reidentified(
     assert report.ok, report.problems
     assert report.records == 2
     audit_text = (world.root / "audit" / "audit.jsonl").read_text()
-    for secret in ("123-45-6789", "Jane Doe", "PN-88213377"):
-        assert secret not in audit_text
+    for value in ("123-45-6789", "Jane Doe", "PN-88213377"):
+        assert value not in audit_text
 
 
 async def test_a_health_record_is_denied_and_the_sender_told_why(world: World) -> None:
@@ -124,7 +128,11 @@ async def test_a_health_record_is_denied_and_the_sender_told_why(world: World) -
     local = await nats.connect(world.edge_nats.url)
     inbox = local.new_inbox()
     replies: asyncio.Queue[Msg] = asyncio.Queue()
-    await local.subscribe(inbox, cb=replies.put)
+
+    async def collect(message: Msg) -> None:
+        await replies.put(message)
+
+    await local.subscribe(inbox, cb=collect)
     js = local.jetstream()
     await js.publish(
         "rb.out.health.records.upload", b'{"patient":"Jane Doe"}', headers={"Rb-Reply-To": inbox}
