@@ -87,7 +87,8 @@ def make_world(root: Path, pki: Pki) -> World:
         keys.create(name)
     (root / "policy").mkdir(parents=True)
     shutil.copy(POLICIES / "claims.yaml", root / "policy" / "claims.yaml")
-    edge_nats = NatsServer(root / "edge-nats", name="edge")
+    # Larger than the policy's 1 MiB limit, so the bridge (not NATS) is what refuses big payloads.
+    edge_nats = NatsServer(root / "edge-nats", name="edge", extra_config="max_payload: 8388608")
     cloud_nats = NatsServer(root / "cloud-nats", name="cloud")
     edge_nats.start()
     cloud_nats.start()
