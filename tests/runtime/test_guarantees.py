@@ -12,6 +12,7 @@ from pathlib import Path
 import nats
 import orjson
 import pytest
+from nats.aio.msg import Msg
 
 from bridge.audit import verify_paths
 from tests.conftest import POLICIES
@@ -31,7 +32,7 @@ async def world(tmp_path: Path, pki: Pki) -> AsyncIterator[World]:
         made.cloud_nats.kill()
 
 
-async def stream_messages(url: str, stream: str) -> list[nats.aio.msg.Msg]:
+async def stream_messages(url: str, stream: str) -> list[Msg]:
     connection = await nats.connect(url)
     js = connection.jetstream()
     info = await js.stream_info(stream)
@@ -132,7 +133,7 @@ def canary_claim(rng: random.Random, number: int) -> tuple[dict[str, object], li
     email = f"canary{number}x{rng.randint(0, 1 << 30):x}@example.org"
     name = f"Canaryname{number}q{rng.randint(0, 1 << 30):x}"
     card = luhn_card(rng)
-    claim = {
+    claim: dict[str, object] = {
         "claim_id": f"CLM-{number}",
         "claimant": {"name": name, "ssn": ssn},
         "policy_number": f"PN-{rng.randint(10**7, 10**8 - 1)}",
@@ -218,9 +219,9 @@ async def test_bad_input_on_the_bus_is_denied_with_a_reason_and_nothing_is_lost(
     await edge.links["cloud-eu"].wait_up(10)
     local = await nats.connect(world.edge_nats.url)
     inbox = local.new_inbox()
-    notices: asyncio.Queue[nats.aio.msg.Msg] = asyncio.Queue()
+    notices: asyncio.Queue[Msg] = asyncio.Queue()
 
-    async def collect(message: nats.aio.msg.Msg) -> None:
+    async def collect(message: Msg) -> None:
         await notices.put(message)
 
     await local.subscribe(f"{inbox}.>", cb=collect)
@@ -255,7 +256,7 @@ async def test_bad_input_on_the_bus_is_denied_with_a_reason_and_nothing_is_lost(
         "rb.out.docs.parse", b'{"claim_id":"ok-2"}',
         headers={"Rb-Class": "internal", "Nats-Msg-Id": "ok-2", "X-Note": "a\r\nRb-Class: public"},
     )  # fmt: skip
-    reasons = {}
+    reasons: dict[str, str] = {}
     async with asyncio.timeout(20):
         while len(reasons) < len(bad) - 1:  # the CR/LF one has no trustworthy reply subject
             notice = await notices.get()
