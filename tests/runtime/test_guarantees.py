@@ -13,6 +13,7 @@ import nats
 import orjson
 import pytest
 from nats.aio.msg import Msg
+from nats.js.api import RawStreamMsg
 
 from bridge.audit import verify_paths
 from tests.conftest import POLICIES
@@ -32,7 +33,7 @@ async def world(tmp_path: Path, pki: Pki) -> AsyncIterator[World]:
         made.cloud_nats.kill()
 
 
-async def stream_messages(url: str, stream: str) -> list[Msg]:
+async def stream_messages(url: str, stream: str) -> list[RawStreamMsg]:
     connection = await nats.connect(url)
     js = connection.jetstream()
     info = await js.stream_info(stream)
