@@ -187,7 +187,7 @@ async def test_canary_values_never_appear_in_the_cloud_logs_audit_or_metrics(
     await local.close()
     cloud_messages = await stream_messages(world.cloud_nats.url, "RB_IN")
     assert len(cloud_messages) == count
-    outside = b"\n".join(m.data + orjson.dumps(m.headers or {}) for m in cloud_messages)
+    outside = b"\n".join((m.data or b"") + orjson.dumps(m.headers or {}) for m in cloud_messages)
     audit = b"".join(path.read_bytes() for path in (world.root / "audit").glob("*.jsonl"))
     logs = "\n".join(
         record.getMessage() + str(record.__dict__.get("msg_id", "")) for record in caplog.records
