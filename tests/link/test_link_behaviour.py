@@ -304,14 +304,22 @@ class BlackholeProxy:
         self._writers: list[asyncio.StreamWriter] = []
 
     @classmethod
-    async def start(cls, target: int) -> BlackholeProxy:
+    async def start(cls, target: int, port: int = 0) -> BlackholeProxy:
         proxy = cls(target)
-        proxy._server = await asyncio.start_server(proxy._handle, "127.0.0.1", 0)
+        proxy._server = await asyncio.start_server(
+            proxy._handle, "127.0.0.1", port, reuse_address=True
+        )
         proxy.port = proxy._server.sockets[0].getsockname()[1]
         return proxy
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                "127.0.0.1", self.target
+            )
+        except OSError:
+            writer.close()
+            return
         self._writers += [writer, upstream_writer]
 
         async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
@@ -326,7 +334,11 @@ class BlackholeProxy:
 
     def close(self) -> None:
         for writer in self._writers:
-            writer.close()
+            transport = writer.transport
+            if hasattr(transport, "abort"):
+                transport.abort()  # a reset, not a polite close
+            else:
+                writer.close()
         if self._server is not None:
             self._server.close()
 

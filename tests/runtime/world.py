@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bridge.cloud.app import CloudGateway
 from bridge.edge.app import EdgeApp
 from bridge.edge.config import EdgeSettings
@@ -73,6 +75,12 @@ class World:
         await app.start()
         self.edges.append(app)
         return app
+
+    def write_config(self, name: str, settings: Any) -> Path:
+        """Settings as a YAML file, for a runtime started as its own process."""
+        path = self.root / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude_none=True)))
+        return path
 
     async def stop(self) -> None:
         for app in self.edges:
