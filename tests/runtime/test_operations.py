@@ -1,0 +1,165 @@
+"""Operating the runtimes: replicas, signals, metrics, readiness, configuration checks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import ROOT
+from tests.link.helpers import Pki
+from tests.runtime.test_cloud import http_get
+from tests.runtime.test_faults import assert_each_once, publish, spawn, stored_count, wait_line
+from tests.runtime.world import World, make_world
+
+
+@pytest.fixture
+async def world(tmp_path: Path, pki: Pki) -> AsyncIterator[World]:
+    made = make_world(tmp_path / "world", pki)
+    try:
+        yield made
+    finally:
+        await made.stop()
+        made.edge_nats.kill()
+        made.cloud_nats.kill()
+
+
+@pytest.mark.slow
+async def test_two_edge_bridges_share_the_consumer_and_nothing_is_processed_twice(
+    world: World,
+) -> None:
+    """Two replicas on one durable consumer: both work, each message reaches the cloud once."""
+    await world.start_gateway()
+    first = await world.start_edge(
+        instance="a", audit={"dir": world.root / "audit-a"}, http="127.0.0.1:0"
+    )
+    second = await world.start_edge(
+        instance="b", audit={"dir": world.root / "audit-b"}, http="127.0.0.1:0"
+    )
+    await first.links["cloud-eu"].wait_up(10)
+    await second.links["cloud-eu"].wait_up(10)
+    await publish(world, 0, 3000)
+    await assert_each_once(world)
+    assert first.pulled > 0
+    assert second.pulled > 0
+    records_a = (world.root / "audit-a" / "audit.jsonl").read_bytes().splitlines()
+    records_b = (world.root / "audit-b" / "audit.jsonl").read_bytes().splitlines()
+    ids = [orjson.loads(line)["msg_id"] for line in records_a + records_b]
+    assert len(ids) == len(set(ids)) == 3000
+
+
+async def test_metrics_and_readiness(world: World) -> None:
+    """/metrics has the rbridge_ families; /readyz is ready with a link up, and says why not otherwise."""
+    gateway = await world.start_gateway()
+    edge = await world.start_edge()
+    await edge.links["cloud-eu"].wait_up(10)
+    await publish(world, 0, 10)
+    await assert_each_once(world, 10)
+    await asyncio.sleep(0.5)
+    metrics = await http_get(edge.http_port, "/metrics")
+    for family in (
+        'rbridge_messages_total{decision="allow",direction="outbound",rule="claim-documents-to-eu-parser"} 10.0',
+        "rbridge_forward_seconds_bucket",
+        'rbridge_policy_revision{policy="claims"} 7.0',
+        'rbridge_link_up{destination="cloud-eu"} 1.0',
+        "rbridge_audit_write_errors_total 0.0",
+        "rbridge_backlog",
+        "rbridge_in_flight",
+    ):
+        assert family in metrics, family
+    assert (await http_get(edge.http_port, "/readyz")).strip() == "ready"
+    await gateway.stop()
+    world.gateways.clear()
+    async with asyncio.timeout(15):
+        while "no link up" not in await http_get(edge.http_port, "/readyz"):
+            await asyncio.sleep(0.1)
+    assert (await http_get(edge.http_port, "/healthz")).strip() == "ok"
+
+
+@pytest.mark.slow
+async def test_sighup_reloads_and_sigterm_stops_cleanly(world: World) -> None:
+    """A real `rbridge edge` process: SIGHUP applies a new revision; SIGTERM exits 0 with nothing lost."""
+    gateway = await world.start_gateway()
+    settings = world.edge_settings(
+        destinations={
+            "cloud-eu": {"address": f"localhost:{gateway.port}"},
+            "cloud-us": {"address": f"localhost:{gateway.port}"},
+        },
+        policy={"path": world.root / "policy" / "claims.yaml", "watch_seconds": 3600},
+    )
+    config = world.write_config("edge", settings)
+    log = world.root / "edge.log"
+    process = spawn(["edge", "--config", str(config)], log)
+    try:
+        await wait_line(log, "rbridge edge: site plant-a")
+        await publish(world, 0, 500)
+        policy = world.root / "policy" / "claims.yaml"
+        policy.write_text(policy.read_text().replace("revision: 7", "revision: 8"))
+        os.kill(process.pid, signal.SIGHUP)
+        await wait_line(log, "policy reloaded")
+        await publish(world, 500, 1000)
+        await assert_each_once(world, 1000)
+        os.kill(process.pid, signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert '"revision":8' in text.replace(" ", "")
+    assert "Traceback" not in text
+    assert await stored_count(world) == 1000
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.cli.main", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_config_accepts_good_and_explains_bad(world: World, tmp_path: Path) -> None:
+    """--check-config: exit 0 for a good file; exit 2 with every problem, or 1 naming a missing key."""
+    settings = world.edge_settings(
+        destinations={
+            "cloud-eu": {"address": "localhost:1"},
+            "cloud-us": {"address": "localhost:2"},
+        }
+    )
+    good = world.write_config("edge", settings)
+    result = run_cli("edge", "--config", str(good), "--check-config")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: edge bridge for site plant-a, policy")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("site: Plant A\ndestinations: {}\ncolour: red\n")
+    result = run_cli("edge", "--config", str(bad), "--check-config")
+    assert result.returncode == 2
+    assert "colour: unknown key" in result.stderr
+    assert "site:" in result.stderr
+    assert "Traceback" not in result.stderr
+    environment = {**os.environ, "RBRIDGE_REPLIES__KEY": "no-such-key"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge.cli.main", "edge", "--config", str(good), "--check-config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=environment,
+    )
+    assert result.returncode == 1
+    assert "no key named 'no-such-key'" in result.stderr
+    cloud = run_cli("cloud", "--config", str(bad), "--check-config")
+    assert cloud.returncode == 2
+    assert "tls: Field required" in cloud.stderr
