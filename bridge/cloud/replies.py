@@ -28,9 +28,11 @@ CAPABILITY_HEADER = "Rb-Capability"
 
 
 class ReplyForwarder:
-    def __init__(self, js: JetStreamContext, *, batch: int = 64) -> None:
+    def __init__(self, js: JetStreamContext, *, batch: int = 64, wait: float = 0.005) -> None:
         self.js = js
         self.batch = batch
+        # How long a pull waits for a batch to fill: short, or replies wait for company.
+        self.wait = wait
         self.gateway: LinkGateway | None = None
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
@@ -78,7 +80,7 @@ class ReplyForwarder:
         try:
             while not self._stopping and self.gateway.connected(site):
                 try:
-                    messages = await subscription.fetch(self.batch, timeout=1.0)
+                    messages = await subscription.fetch(self.batch, timeout=self.wait)
                 except (NatsTimeout, TimeoutError):
                     continue
                 for message in messages:

@@ -153,6 +153,7 @@ class EdgeApp:
 
     async def _pull(self) -> None:
         batch = self.settings.consumer.batch
+        wait = self.settings.consumer.fetch_wait_ms / 1000
         while not self._stopping.is_set():
             if not any(link.state == "up" for link in self.links.values()):
                 # Nothing may leave: leave the backlog in RB_OUT rather than churn through it.
@@ -162,7 +163,7 @@ class EdgeApp:
                 # The last write failed; try again at a slow pace (the next append reopens the file).
                 await asyncio.sleep(1.0)
             try:
-                messages = await self.subscription.fetch(batch, timeout=1.0)
+                messages = await self.subscription.fetch(batch, timeout=wait)
             except (NatsTimeout, TimeoutError):
                 continue
             except Exception as error:

@@ -235,13 +235,27 @@ class EdgeBridge:
         }
 
     def _count(self, records: list[dict[str, Any]]) -> None:
-        metrics = self.metrics
+        # Tally per batch first: a labelled child lookup costs more than the increment.
+        decisions: dict[tuple[str, str], int] = {}
+        actions: dict[str, int] = {}
+        leaks: dict[str, int] = {}
         for record in records:
-            metrics.messages.labels("outbound", record["decision"], record["rule"] or "none").inc()
+            key = (record["decision"], record["rule"] or "none")
+            decisions[key] = decisions.get(key, 0) + 1
             for transform in record["transforms"]:
-                metrics.transforms.labels(transform["action"]).inc(transform["places"])
+                actions[transform["action"]] = (
+                    actions.get(transform["action"], 0) + transform["places"]
+                )
             if record["reason"].startswith("leak-guard:"):
-                metrics.leak_hits.labels(record["reason"][len("leak-guard:") :]).inc()
+                detector = record["reason"][len("leak-guard:") :]
+                leaks[detector] = leaks.get(detector, 0) + 1
+        metrics = self.metrics
+        for (decision, rule), count in decisions.items():
+            metrics.messages.labels("outbound", decision, rule).inc(count)
+        for action, count in actions.items():
+            metrics.transforms.labels(action).inc(count)
+        for detector, count in leaks.items():
+            metrics.leak_hits.labels(detector).inc(count)
 
     async def _deny(self, message: Msg, decision: Decision, reply_to: str) -> None:
         self.settlement.term(message)

@@ -21,6 +21,10 @@ class ConsumerSection(Section):
     batch: int = Field(256, ge=1, le=4096)
     ack_wait_seconds: float = Field(60.0, gt=0)
     max_ack_pending: int = Field(8192, ge=1)
+    fetch_wait_ms: float = Field(
+        5.0, gt=0, le=5000,
+        description="how long a pull waits for a batch to fill when fewer messages are there (latency bound)",
+    )  # fmt: skip
 
 
 class PolicySection(Section):
