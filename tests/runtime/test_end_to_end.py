@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import nats
 import orjson
-import pytest
 from nats.aio.msg import Msg
 
 from bridge.audit import verify_paths
-from tests.link.helpers import Pki
-from tests.runtime.world import World, make_world
-
-
-@pytest.fixture
-async def world(tmp_path: Path, pki: Pki) -> AsyncIterator[World]:
-    made = make_world(tmp_path / "world", pki)
-    try:
-        yield made
-    finally:
-        await made.stop()
-        made.edge_nats.kill()
-        made.cloud_nats.kill()
-
+from tests.runtime.world import World
 
 CLAIM = {
     "claim_id": "CLM-2026-1",

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
@@ -17,25 +16,13 @@ import pytest
 from nats.aio.msg import Msg
 
 from tests.conftest import ROOT
-from tests.link.helpers import Pki
 from tests.link.test_link_behaviour import BlackholeProxy
 from tests.runtime.test_cloud import cloud_settings
 from tests.runtime.test_guarantees import settled, stream_messages
-from tests.runtime.world import World, make_world
+from tests.runtime.world import World
 
 COUNT = 3000
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def world(tmp_path: Path, pki: Pki) -> AsyncIterator[World]:
-    made = make_world(tmp_path / "world", pki)
-    try:
-        yield made
-    finally:
-        await made.stop()
-        made.edge_nats.kill()
-        made.cloud_nats.kill()
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import random
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
@@ -17,20 +16,8 @@ from nats.js.api import RawStreamMsg
 
 from bridge.audit import verify_paths
 from tests.conftest import POLICIES
-from tests.link.helpers import Pki
 from tests.runtime.test_cloud import http_get
-from tests.runtime.world import World, make_world
-
-
-@pytest.fixture
-async def world(tmp_path: Path, pki: Pki) -> AsyncIterator[World]:
-    made = make_world(tmp_path / "world", pki)
-    try:
-        yield made
-    finally:
-        await made.stop()
-        made.edge_nats.kill()
-        made.cloud_nats.kill()
+from tests.runtime.world import World
 
 
 async def stream_messages(url: str, stream: str) -> list[RawStreamMsg]:

@@ -7,28 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
 import pytest
 
 from tests.conftest import ROOT
-from tests.link.helpers import Pki
 from tests.runtime.test_cloud import http_get
 from tests.runtime.test_faults import assert_each_once, publish, spawn, stored_count, wait_line
-from tests.runtime.world import World, make_world
-
-
-@pytest.fixture
-async def world(tmp_path: Path, pki: Pki) -> AsyncIterator[World]:
-    made = make_world(tmp_path / "world", pki)
-    try:
-        yield made
-    finally:
-        await made.stop()
-        made.edge_nats.kill()
-        made.cloud_nats.kill()
+from tests.runtime.world import World
 
 
 @pytest.mark.slow
