@@ -19,7 +19,7 @@ from nats.js import JetStreamContext, api
 
 from bridge.contract import HEADER_MSG_ID, HEADER_REPLY_TOKEN, STREAM_REPLY, reply_subject
 from bridge.link import Envelope, LinkGateway, NotConnected, Reject
-from bridge.link.envelope import LINK_LOST
+from bridge.link.envelope import RETRIABLE
 from bridge.runtime.background import Background
 from bridge.runtime.headers import header_problem, passthrough
 
@@ -58,7 +58,7 @@ class ReplyForwarder:
         if reject is None:
             self.forwarded += 1
             self.background.spawn(message.ack())
-        elif reject.code == LINK_LOST:
+        elif reject.code in RETRIABLE:
             self.background.spawn(message.nak(delay=1))
         else:
             self.refused += 1

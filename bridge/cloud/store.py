@@ -25,6 +25,7 @@ from bridge.contract import (
     inbound_subject,
 )
 from bridge.link import Envelope, Reject, SiteIdentity
+from bridge.link.envelope import STORE_FAILED
 from bridge.policy.detectors import BUILTIN_DETECTORS, DetectorSet
 from bridge.policy.subjects import SubjectPattern
 from bridge.runtime.headers import header_problem, passthrough
@@ -119,8 +120,8 @@ class CloudStore:
                 if error is None:
                     stored += 1
                 else:
-                    answers[position] = Reject("store-failed", error)
-                    self.metrics.refused(site.site, "store-failed")
+                    answers[position] = Reject(STORE_FAILED, error)
+                    self.metrics.refused(site.site, STORE_FAILED)
             self.metrics.stored(site.site, stored)
         return answers
 

@@ -36,7 +36,7 @@ from bridge.edge.metrics import EdgeMetrics
 from bridge.edge.policy_source import PolicySource
 from bridge.edge.tokens import ReplyRoute, ReplyTokens
 from bridge.link import EdgeLink, Envelope, Reject
-from bridge.link.envelope import LINK_LOST
+from bridge.link.envelope import LINK_LOST, RETRIABLE
 from bridge.policy import Decision, Message
 from bridge.policy.payload import PayloadError
 from bridge.policy.subjects import subject_error
@@ -289,7 +289,8 @@ class EdgeBridge:
             self.settlement.ack(pending.message)
             self.metrics.forward_seconds.observe(time.monotonic() - pending.pulled)
             return
-        if reject.code == LINK_LOST:
+        if reject.code in RETRIABLE:
+            # Not stored this time (link lost, cloud store unavailable): RB_OUT redelivers it.
             self.settlement.nak(pending.message, delay=0.5)
             return
         # The cloud refused it for good (capability, its leak guard, revision): record, tell, drop.

@@ -85,3 +85,6 @@ CAPABILITY_NOT_ALLOWED = "capability-not-allowed"
 TOO_LARGE = "too-large"
 MALFORMED = "malformed"
 HANDLER_FAILED = "handler-failed"
+STORE_FAILED = "store-failed"
+#: Refusals that say "not now" rather than "never": the sender keeps the message and retries.
+RETRIABLE = frozenset({LINK_LOST, HANDLER_FAILED, STORE_FAILED})

@@ -1,0 +1,65 @@
+"""How the edge settles RB_OUT messages from the link's answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bridge.edge.bridge import EdgeBridge, Pending
+from bridge.edge.metrics import EdgeMetrics
+from bridge.link import Envelope, Reject
+
+
+class FakeMessage:
+    pass
+
+
+class FakeAudit:
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def append(self, records: list[Any]) -> None:
+        self.records.extend(records)
+
+
+class FakePolicy:
+    class engine:  # stands in for the attribute of the same name
+        name = "claims"
+
+
+def bridge() -> EdgeBridge:
+    return EdgeBridge(
+        site="plant-a", nc=None, js=None, policy=FakePolicy(), audit=FakeAudit(), links={},  # type: ignore[arg-type]
+        tokens=None, metrics=EdgeMetrics(),  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("code", ["link-lost", "store-failed", "handler-failed"])
+async def test_retriable_refusals_put_the_message_back(code: str) -> None:
+    """Not stored *this time*: nak, so RB_OUT redelivers; nothing is terminated or audited."""
+    edge = bridge()
+    message: Any = FakeMessage()
+    edge.on_result(
+        Pending(message, 0.0, "docs.parse", ""),
+        Envelope("id", "docs.parse", b"{}"),
+        Reject(code, "x"),
+    )
+    assert [
+        (kind, delay) for kind, queued, delay in edge.settlement._queue if queued is message
+    ] == [("nak", 0.5)]
+    assert edge.audit.records == []  # type: ignore[attr-defined]
+
+
+async def test_a_final_refusal_terminates_and_is_audited() -> None:
+    """The cloud said never (its leak guard, the site's capabilities): term, and record it."""
+    edge = bridge()
+    message: Any = FakeMessage()
+    edge.on_result(
+        Pending(message, 0.0, "docs.parse", ""),
+        Envelope("id", "docs.parse", b"{}", rule="r"),
+        Reject("leak-guard", "x"),
+    )
+    assert [kind for kind, queued, _ in edge.settlement._queue if queued is message] == ["term"]
+    (record,) = edge.audit.records  # type: ignore[attr-defined]
+    assert (record["decision"], record["reason"]) == ("refused-by-cloud", "cloud:leak-guard")
