@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
@@ -44,7 +45,13 @@ class ReplyForwarder:
         if self._stopping or self.gateway is None:
             return
         if self.gateway.connected(site) and (site not in self._pumps or self._pumps[site].done()):
-            self._pumps[site] = asyncio.create_task(self._pump(site), name=f"replies-{site}")
+            task = asyncio.create_task(self._pump(site), name=f"replies-{site}")
+            # A pump that was on its way out when the site came back must not leave it unserved.
+            task.add_done_callback(functools.partial(self._pump_ended, site))
+            self._pumps[site] = task
+
+    def _pump_ended(self, site: str, _task: asyncio.Task[None]) -> None:
+        self.sessions_changed(site)
 
     async def stop(self) -> None:
         self._stopping = True
