@@ -356,12 +356,16 @@ async def test_connection_age_is_bounded_and_nothing_is_lost_across_the_cut(pki:
     )
     gateway = await start_gateway(pki, recorder, settings=settings)
     link = await up(edge_link(pki, gateway.port, results, settings=settings))
-    for number in range(3000):
-        await link.send(envelope(number))
-        if number % 100 == 0:
-            await asyncio.sleep(0.05)
-    await results.wait_for(3000, timeout=60)
-    assert len(results.acked) == 3000
+    sent = 0
+    async with asyncio.timeout(30):
+        # Keep sending until the stream has been cut by its age at least once.
+        while sent < 3000 or link.connects < 2:
+            await link.send(envelope(sent))
+            sent += 1
+            if sent % 100 == 0:
+                await asyncio.sleep(0.05)
+    await results.wait_for(sent, timeout=60)
+    assert len(results.acked) == sent
     assert max(results.acked.values()) == 1
     assert link.connects >= 2, "the stream should have been cut by its age at least once"
     assert set(recorder.ids()) == set(results.acked)
