@@ -21,6 +21,7 @@ from nats.js import JetStreamContext, api
 from bridge.contract import HEADER_MSG_ID, HEADER_REPLY_TOKEN, STREAM_REPLY, reply_subject
 from bridge.link import Envelope, LinkGateway, NotConnected, Reject
 from bridge.link.envelope import RETRIABLE
+from bridge.link.outbox import DuplicateInFlight
 from bridge.runtime.background import Background
 from bridge.runtime.headers import header_problem, passthrough
 
@@ -98,6 +99,14 @@ class ReplyForwarder:
                     try:
                         await self.gateway.send(site, envelope, token=message)
                     except NotConnected:
+                        await message.nak(delay=1)
+                    except DuplicateInFlight:
+                        # Redelivered while the first copy is still on its way: that copy's
+                        # answer settles the message.
+                        continue
+                    except Exception as error:
+                        # Never leave a fetched reply unsettled (it would wait out ack_wait).
+                        log.warning("could not forward a reply: %s", type(error).__name__)
                         await message.nak(delay=1)
         finally:
             with contextlib.suppress(Exception):

@@ -124,9 +124,11 @@ class EdgeLink:
         """Queue ``envelope``; waits while the window is full (the link's back-pressure)."""
         await self.outbox.put(envelope, token)
 
-    async def send_many(self, items: Sequence[tuple[Envelope, Any]]) -> None:
-        """Queue several (envelope, token) pairs in order; cheaper per envelope than ``send``."""
-        await self.outbox.put_many(items)
+    async def send_many(self, items: Sequence[tuple[Envelope, Any]]) -> list[Any]:
+        """Queue several (envelope, token) pairs in order; cheaper per envelope than ``send``.
+
+        Returns the tokens of envelopes skipped because their id is already in flight."""
+        return await self.outbox.put_many(items)
 
     def set_policy_revision(self, revision: int) -> None:
         """The revision announced in the next Hello."""

@@ -24,6 +24,10 @@ class OutboxClosed(Exception):
     """The outbox no longer takes envelopes (the link is stopping)."""
 
 
+class DuplicateInFlight(ValueError):
+    """An envelope with this id is already waiting for its answer."""
+
+
 class Outbox:
     def __init__(
         self, window: int, max_batch: int, linger: float, on_result: ResultCallback
@@ -55,12 +59,19 @@ class Outbox:
         return self._closed
 
     async def put(self, envelope: Envelope, token: Any = None) -> None:
-        """Queue ``envelope``; waits while the window is full. Raises OutboxClosed when stopping."""
-        await self.put_many(((envelope, token),))
+        """Queue ``envelope``; waits while the window is full. Raises OutboxClosed when stopping,
+        DuplicateInFlight when an envelope with its id is still waiting for its answer."""
+        if await self.put_many(((envelope, token),)):
+            raise DuplicateInFlight(f"envelope id {envelope.id!r} is already in flight")
 
-    async def put_many(self, items: Sequence[tuple[Envelope, Any]]) -> None:
-        """Queue several (envelope, token) pairs in order, each as soon as the window has room."""
+    async def put_many(self, items: Sequence[tuple[Envelope, Any]]) -> list[Any]:
+        """Queue (envelope, token) pairs in order, each as soon as the window has room.
+
+        An envelope whose id is already in flight (a redelivery racing its first copy) is not
+        queued again; the tokens of those are returned, and the first copy's answer stands.
+        """
         unacked, pending = self._unacked, self._pending
+        skipped: list[Any] = []
         index, count = 0, len(items)
         while index < count:
             room = self.window - len(unacked)
@@ -72,12 +83,14 @@ class Outbox:
                 continue
             for envelope, token in items[index : index + room]:
                 if envelope.id in unacked:
-                    raise ValueError(f"envelope id {envelope.id!r} is already in flight")
+                    skipped.append(token)
+                    continue
                 unacked[envelope.id] = (envelope, token)
                 pending.append(envelope.id)
             index += room
             self._empty.clear()
             self._has_pending.set()
+        return skipped
 
     async def next_batch(self) -> list[Envelope]:
         """The next envelopes to write: waits for one, then lingers briefly for more."""
