@@ -109,6 +109,7 @@ class EdgeLink:
         self._up = asyncio.Event()
         self._stopping = False
         self._goodbye = asyncio.Event()
+        self._gateway_goodbye = ""
 
     # --- public API ----------------------------------------------------------------------
 
@@ -208,6 +209,7 @@ class EdgeLink:
                 )
             )
         )
+        self._gateway_goodbye = ""
         first = await call.read()
         if not isinstance(first, pb.CloudFrame) or first.WhichOneof("frame") != "welcome":
             await call.done_writing()
@@ -248,8 +250,6 @@ class EdgeLink:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             call.cancel()
-
-    _gateway_goodbye = ""
 
     async def _read(self, call: Any, frames: asyncio.Queue[pb.EdgeFrame]) -> None:
         while True:
