@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nats
 import orjson
 import pytest
+from nats.aio.msg import Msg
 
 from tests.conftest import ROOT
 from tests.runtime.test_cloud import http_get
@@ -150,3 +152,87 @@ def test_check_config_accepts_good_and_explains_bad(world: World, tmp_path: Path
     cloud = run_cli("cloud", "--config", str(bad), "--check-config")
     assert cloud.returncode == 2
     assert "tls: Field required" in cloud.stderr
+
+
+@pytest.mark.slow
+async def test_two_gateway_replicas_serve_two_sites_and_route_their_replies(
+    world: World, tmp_path: Path
+) -> None:
+    """Gateways A and B share the cloud NATS; plant-a uses A, plant-b uses B; replies find their site."""
+    from bridge.natsserver import NatsServer
+
+    sites = {"plant-a": {"capabilities": [">"]}, "plant-b": {"capabilities": [">"]}}
+    gateway_a = await world.start_gateway("a", sites=sites)
+    gateway_b = await world.start_gateway("b", sites=sites)
+    other_nats = NatsServer(tmp_path / "plant-b-nats", name="plant-b")
+    other_nats.start()
+    try:
+        edge_a = await world.start_edge(
+            destinations={
+                "cloud-eu": {"address": f"localhost:{gateway_a.port}"},
+                "cloud-us": {"address": f"localhost:{gateway_a.port}"},
+            }
+        )
+        edge_b = await world.start_edge(
+            site="plant-b",
+            nats={"url": other_nats.url},
+            audit={"dir": world.root / "audit-b"},
+            destinations={
+                "cloud-eu": {"address": f"localhost:{gateway_b.port}"},
+                "cloud-us": {"address": f"localhost:{gateway_b.port}"},
+            },
+            tls={
+                "cert": world.pki.root / "site-plant-b.pem",
+                "key": world.pki.root / "site-plant-b.key",
+                "ca": world.pki.ca_path,
+            },
+        )
+        await edge_a.links["cloud-eu"].wait_up(10)
+        await edge_b.links["cloud-eu"].wait_up(10)
+        cloud = await nats.connect(world.cloud_nats.url)
+
+        async def answer(message: Msg) -> None:
+            headers = message.headers or {}
+            await cloud.publish(
+                f"rb.reply.{headers['Rb-Site']}",
+                b'{"ok":true}',
+                headers={"Rb-Reply": headers["Rb-Reply"], "Rb-Capability": "docs.parse"},
+            )
+            await message.ack()
+
+        await cloud.jetstream().subscribe(
+            "rb.in.>", durable="agent", manual_ack=True, cb=answer, stream="RB_IN"
+        )
+        received: dict[str, int] = {"plant-a": 0, "plant-b": 0}
+        for site, url in (("plant-a", world.edge_nats.url), ("plant-b", other_nats.url)):
+            local = await nats.connect(url)
+            inbox = local.new_inbox()
+
+            async def collect(message: Msg, site: str = site) -> None:
+                received[site] += 1
+
+            await local.subscribe(inbox, cb=collect)
+            js = local.jetstream()
+            for number in range(50):
+                await js.publish(
+                    "rb.out.docs.parse",
+                    orjson.dumps({"claim_id": f"{site}-{number}"}),
+                    headers={
+                        "Rb-Class": "internal",
+                        "Rb-Reply-To": inbox,
+                        "Nats-Msg-Id": f"{site}-{number}",
+                    },
+                )
+        async with asyncio.timeout(30):
+            while received != {"plant-a": 50, "plant-b": 50}:
+                await asyncio.sleep(0.1)
+        assert set(gateway_a.gateway.sessions) == {"plant-a"}  # type: ignore[union-attr]
+        assert set(gateway_b.gateway.sessions) == {"plant-b"}  # type: ignore[union-attr]
+        assert gateway_a.replies.forwarded == 50
+        assert gateway_b.replies.forwarded == 50
+        await cloud.close()
+    finally:
+        for edge in world.edges:
+            await edge.stop()
+        world.edges.clear()
+        other_nats.kill()
