@@ -281,11 +281,9 @@ async def test_a_silent_blackhole_is_detected_by_keepalive(pki: Pki) -> None:
         while link.state == "up":
             await asyncio.sleep(0.05)
     elapsed = asyncio.get_running_loop().time() - started
-    assert (
-        "keepalive" in link.last_error.lower()
-        or "unavailable" in link.last_error.lower()
-        or link.last_error
-    )
+    # Nothing was reset: only keepalive can have noticed, and the edge says the link broke.
+    assert link.state != "up"
+    assert link.last_error.startswith("gateway unavailable"), link.last_error
     proxy.close()
     # Detection time is reported, not asserted: the machine is shared and noisy.
     print(
