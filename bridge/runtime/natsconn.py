@@ -1,7 +1,8 @@
-"""Connecting to NATS with the configured credentials, reconnecting forever."""
+"""Connecting to NATS with the configured credentials: fail clearly at first, reconnect forever after."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,15 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
+from bridge.errors import RbridgeError
+
 log = logging.getLogger("rbridge.nats")
+
+
+class NatsConnectError(RbridgeError):
+    """The first connection to NATS did not succeed in time (wrong URL, credentials, server down)."""
+
+    retriable = True
 
 
 async def connect(
@@ -18,7 +27,10 @@ async def connect(
     credentials: Path | None = None,
     nkey_seed: Path | None = None,
     name: str = "rbridge",
+    timeout: float = 20.0,
 ) -> Client:
+    """Connect within ``timeout`` or raise :class:`NatsConnectError` saying why; once connected,
+    a lost connection is retried for ever (the bridge waits rather than drops anything)."""
     options: dict[str, Any] = {
         "servers": [url],
         "name": name,
@@ -31,6 +43,7 @@ async def connect(
         options["user_credentials"] = str(credentials)
     if nkey_seed is not None:
         options["nkeys_seed"] = str(nkey_seed)
+    problems: list[str] = []
 
     async def disconnected() -> None:
         log.warning("NATS connection lost; reconnecting")
@@ -39,8 +52,16 @@ async def connect(
         log.info("NATS connection restored")
 
     async def error(problem: Exception) -> None:
+        problems.append(str(problem) or type(problem).__name__)
         log.warning("NATS error: %s", type(problem).__name__)
 
-    return await nats.connect(
-        **options, disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error
-    )
+    try:
+        return await asyncio.wait_for(
+            nats.connect(
+                **options, disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error
+            ),
+            timeout,
+        )
+    except (TimeoutError, OSError, nats.errors.Error) as failure:
+        reason = problems[-1] if problems else (str(failure) or type(failure).__name__)
+        raise NatsConnectError(f"cannot connect to NATS at {url}: {reason[:200]}") from None
