@@ -21,8 +21,8 @@ from typing import Any, Literal, Protocol
 
 import grpc
 
-from bridge.link.envelope import HANDLER_FAILED, Envelope, Reject, batch_into
-from bridge.link.outbox import Outbox, ResultCallback
+from bridge.link.envelope import HANDLER_FAILED, Envelope, Reject
+from bridge.link.outbox import Outbox, ResultCallback, batch_frames, write_frames
 from bridge.link.settings import LinkSettings
 from bridge.link.tls import ClientTLS, TLSConfigError
 from bridge.link.v1 import link_pb2 as pb
@@ -224,8 +224,8 @@ class EdgeLink:
         frames: asyncio.Queue[pb.EdgeFrame] = asyncio.Queue()
         tasks = [
             asyncio.create_task(self._read(call, frames)),
-            asyncio.create_task(self._write(call, frames)),
-            asyncio.create_task(self._batch(frames)),
+            asyncio.create_task(write_frames(call.write, frames)),
+            asyncio.create_task(batch_frames(self.outbox, frames, pb.EdgeFrame)),
             asyncio.create_task(self._goodbye.wait()),
         ]
         try:
@@ -292,19 +292,3 @@ class EdgeLink:
             frames.put_nowait(pb.EdgeFrame(acks=pb.Acks(ids=acks)))
         if rejects:
             frames.put_nowait(pb.EdgeFrame(rejects=pb.Rejects(rejects=rejects)))
-
-    async def _write(self, call: Any, frames: asyncio.Queue[pb.EdgeFrame]) -> None:
-        while True:
-            frame = await frames.get()
-            try:
-                await call.write(frame)
-            finally:
-                frames.task_done()
-
-    async def _batch(self, frames: asyncio.Queue[pb.EdgeFrame]) -> None:
-        while True:
-            batch = await self.outbox.next_batch()
-            if batch:
-                frame = pb.EdgeFrame()
-                batch_into(frame.batch, batch)
-                frames.put_nowait(frame)

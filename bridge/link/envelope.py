@@ -24,11 +24,6 @@ class Envelope:
     created_unix_ms: int = 0
     traceparent: str = ""
 
-    def to_wire(self) -> pb.Envelope:
-        wire = pb.Envelope()
-        self._fill(wire)
-        return wire
-
     def _fill(self, wire: pb.Envelope) -> None:
         wire.id = self.id
         wire.capability = self.capability

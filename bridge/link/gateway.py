@@ -28,10 +28,9 @@ from bridge.link.envelope import (
     TOO_LARGE,
     Envelope,
     Reject,
-    batch_into,
 )
 from bridge.link.identity import IdentityError, SiteIdentity, identity_from_certificate
-from bridge.link.outbox import Outbox, OutboxClosed, ResultCallback
+from bridge.link.outbox import Outbox, OutboxClosed, ResultCallback, batch_frames, write_frames
 from bridge.link.revocation import Revocations
 from bridge.link.settings import LinkSettings
 from bridge.link.tls import ServerTLS
@@ -290,8 +289,8 @@ class LinkGateway(pb_grpc.LinkServicer):
         )
         tasks = [
             asyncio.create_task(self._read(session, context)),
-            asyncio.create_task(self._write(session, context)),
-            asyncio.create_task(self._batch_replies(session)),
+            asyncio.create_task(write_frames(context.write, session.frames)),
+            asyncio.create_task(batch_frames(session.outbox, session.frames, pb.CloudFrame)),
             asyncio.create_task(session.closed.wait()),
         ]
         try:
@@ -416,19 +415,3 @@ class LinkGateway(pb_grpc.LinkServicer):
                 pb.Reject(id=wires[p].id, code=r.code, reason=r.reason) for p, r in answers.items()
             ]
             session.frames.put_nowait(pb.CloudFrame(rejects=pb.Rejects(rejects=rejects)))
-
-    async def _write(self, session: Session, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        while True:
-            frame = await session.frames.get()
-            try:
-                await context.write(frame)
-            finally:
-                session.frames.task_done()
-
-    async def _batch_replies(self, session: Session) -> None:
-        while True:
-            batch = await session.outbox.next_batch()
-            if batch:
-                frame = pb.CloudFrame()
-                batch_into(frame.batch, batch)
-                session.frames.put_nowait(frame)

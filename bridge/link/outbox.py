@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from bridge.link.envelope import LINK_LOST, Envelope, Reject
+from bridge.link.envelope import LINK_LOST, Envelope, Reject, batch_into
 
 #: Called once per envelope with its token and the outcome: None for an ack, or the Reject.
 ResultCallback = Callable[[Any, Envelope, Reject | None], None]
@@ -46,9 +46,6 @@ class Outbox:
         self._empty = asyncio.Event()
         self._empty.set()
         self._closed = False
-        self.sent = 0
-        self.acked = 0
-        self.rejected = 0
 
     def __len__(self) -> int:
         """Envelopes accepted and not yet answered."""
@@ -108,7 +105,6 @@ class Outbox:
             entry = unacked.get(pending.popleft())
             if entry is not None:
                 batch.append(entry[0])
-        self.sent += len(batch)
         return batch
 
     def resolve(
@@ -119,12 +115,10 @@ class Outbox:
         for envelope_id in acked:
             entry = unacked.pop(envelope_id, None)
             if entry is not None:
-                self.acked += 1
                 callback(entry[1], entry[0], None)
         for envelope_id, reject in rejected:
             entry = unacked.pop(envelope_id, None)
             if entry is not None:
-                self.rejected += 1
                 callback(entry[1], entry[0], reject)
         if len(unacked) < self.window:
             self._has_room.set()
@@ -153,3 +147,25 @@ class Outbox:
         self.resolve(rejected=[(envelope_id, Reject(LINK_LOST, reason)) for envelope_id in lost])
         self._pending.clear()
         return len(lost)
+
+
+async def write_frames(write: Callable[[Any], Awaitable[None]], frames: asyncio.Queue[Any]) -> None:
+    """The one writer of a stream: frames go out in order; ``frames.join()`` waits for them."""
+    while True:
+        frame = await frames.get()
+        try:
+            await write(frame)
+        finally:
+            frames.task_done()
+
+
+async def batch_frames(
+    outbox: Outbox, frames: asyncio.Queue[Any], make_frame: Callable[[], Any]
+) -> None:
+    """Turn the outbox's batches into frames (``make_frame()`` gives a frame with a ``batch``)."""
+    while True:
+        batch = await outbox.next_batch()
+        if batch:
+            frame = make_frame()
+            batch_into(frame.batch, batch)
+            frames.put_nowait(frame)
