@@ -32,6 +32,9 @@ HEADER_POLICY: Final = "Rb-Policy"
 HEADER_REPLY_TOKEN: Final = "Rb-Reply"
 HEADER_STATUS: Final = "Rb-Status"
 HEADER_REASON: Final = "Rb-Reason"
+#: On ``rb.reply.<site>`` without an ``Rb-Reply`` token: a cloud-initiated request, addressed to
+#: this local subject (delivered only if an inbound rule of the site's policy allows it).
+HEADER_TO: Final = "Rb-To"
 
 #: Header prefixes the bridge owns; values arriving from the edge are never passed through.
 RESERVED_HEADER_PREFIXES: Final = ("Nats-", "Rb-")

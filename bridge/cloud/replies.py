@@ -1,6 +1,8 @@
 """Replies from cloud agents to a site: from ``RB_REPLY`` over that site's link, acked after the edge.
 
-Cloud agents publish to ``rb.reply.<site>`` with the ``Rb-Reply`` token they received. For each
+Cloud agents publish to ``rb.reply.<site>`` with the ``Rb-Reply`` token they received, or, for a
+request the cloud starts, with ``Rb-To`` naming the local subject (the site's inbound rules decide
+whether it is delivered). For each
 site with an open stream on this gateway, a pull consumer shared by all gateway replicas
 (``reply-<site>``) takes the replies and sends them down the link; each is acked in JetStream
 only when the edge acked it, and stays in the stream while the site is offline.
@@ -18,7 +20,13 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, api
 
-from bridge.contract import HEADER_MSG_ID, HEADER_REPLY_TOKEN, STREAM_REPLY, reply_subject
+from bridge.contract import (
+    HEADER_MSG_ID,
+    HEADER_REPLY_TOKEN,
+    HEADER_TO,
+    STREAM_REPLY,
+    reply_subject,
+)
 from bridge.link import Envelope, LinkGateway, NotConnected, Reject
 from bridge.link.envelope import RETRIABLE
 from bridge.link.outbox import DuplicateInFlight
@@ -122,9 +130,12 @@ class ReplyForwarder:
         token = headers.get(HEADER_REPLY_TOKEN, "")
         sequence = message.metadata.sequence.stream
         envelope_id = headers.get(HEADER_MSG_ID) or f"reply-{sequence}"
+        # A reply names its route by token; a cloud-initiated request names its local subject.
+        # Either way, the site's policy decides.
+        target = headers.get(CAPABILITY_HEADER, "") if token else headers.get(HEADER_TO, "")
         return Envelope(
             id=f"reply/{envelope_id}",
-            capability=headers.get(CAPABILITY_HEADER, ""),
+            capability=target,
             payload=message.data,
             reply_token=token,
             headers=passthrough(headers),

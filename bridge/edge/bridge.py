@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -26,9 +26,11 @@ from bridge.audit import AuditTrail, AuditWriteError
 from bridge.audit.trail import digest
 from bridge.contract import (
     HEADER_MSG_ID,
+    HEADER_RB_MSG_ID,
     HEADER_REASON,
     HEADER_REPLY_TO,
     HEADER_RULE,
+    HEADER_SITE,
     HEADER_STATUS,
     OUTBOUND_PREFIX,
 )
@@ -45,6 +47,29 @@ from bridge.runtime.headers import header_problem, passthrough
 
 log = logging.getLogger("rbridge.edge")
 QUARANTINE_PREFIX = "rb.quarantine."
+
+
+class Delivery(NamedTuple):
+    """An inbound envelope the policy let through: where it goes, in what form, and why."""
+
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+    kind: str
+    rule: str | None
+    reidentified: int
+
+
+class Refused(Exception):
+    """An inbound envelope the edge refuses: the answer for the link and the audit reason."""
+
+    def __init__(self, reject: Reject, reason: str) -> None:
+        super().__init__(reason)
+        self.reject = reject
+        self.reason = reason
+
+
+_D = TypeVar("_D")
 
 
 @dataclass(slots=True)
@@ -316,31 +341,24 @@ class EdgeBridge:
     # --- inbound: replies from the cloud --------------------------------------------------
 
     async def accept(self, envelopes: Sequence[Envelope]) -> Sequence[Reject | None]:
-        """Replies from the cloud: re-identify what the reply rules allow, deliver to the sender."""
-        engine = self.policy.engine
+        """Replies and cloud-initiated requests: deliver what the policy allows, audit all."""
         answers: list[Reject | None] = []
-        deliveries: list[tuple[str, bytes, dict[str, str]]] = []
+        deliveries: list[Delivery] = []
         records: list[dict[str, Any]] = []
         for envelope in envelopes:
             try:
-                route = self.tokens.open(envelope.reply_token)
-            except ValueError as error:
-                answers.append(Reject("bad-token", str(error)))
-                records.append(self._inbound_record(envelope, "refused", "bad-token", None, 0))
-                continue
-            try:
-                reply = engine.evaluate_reply(route.capability, envelope.payload)
-            except PayloadError as error:
-                answers.append(Reject("bad-payload", error.detail))
-                records.append(
-                    self._inbound_record(envelope, "refused", f"payload:{error.code}", None, 0)
+                delivery = (
+                    self._reply(envelope) if envelope.reply_token else self._request(envelope)
                 )
+            except Refused as refused:
+                answers.append(refused.reject)
+                records.append(self._inbound_record(envelope, "refused", refused.reason, None, 0))
                 continue
-            headers = passthrough(envelope.headers)
-            headers.update({HEADER_STATUS: "ok", "Rb-Msg-Id": route.msg_id})
-            deliveries.append((route.reply_to, reply.payload, headers))
+            deliveries.append(delivery)
             records.append(
-                self._inbound_record(envelope, "delivered", "reply", reply.rule, reply.reidentified)
+                self._inbound_record(
+                    envelope, "delivered", delivery.kind, delivery.rule, delivery.reidentified
+                )
             )
             answers.append(None)
         try:
@@ -348,13 +366,47 @@ class EdgeBridge:
         except AuditWriteError:
             self.metrics.audit_errors.inc()
             return [Reject(LINK_LOST, "the edge cannot audit right now")] * len(envelopes)
-        for subject, payload, headers in deliveries:
-            await self.nc.publish(subject, payload, headers=headers)
+        for delivery in deliveries:
+            await self.nc.publish(delivery.subject, delivery.payload, headers=delivery.headers)
         for record in records:
             self.metrics.messages.labels(
                 "inbound", record["decision"], record["rule"] or "none"
             ).inc()
         return answers
+
+    def _reply(self, envelope: Envelope) -> Delivery:
+        """A reply to a message this site sent: its sealed token says where it goes."""
+        try:
+            route = self.tokens.open(envelope.reply_token)
+        except ValueError as error:
+            raise Refused(Reject("bad-token", str(error)), "bad-token") from None
+        reply = self._evaluate(self.policy.engine.evaluate_reply, route.capability, envelope)
+        headers = passthrough(envelope.headers)
+        headers.update({HEADER_STATUS: "ok", HEADER_RB_MSG_ID: route.msg_id})
+        return Delivery(
+            route.reply_to, reply.payload, headers, "reply", reply.rule, reply.reidentified
+        )
+
+    def _request(self, envelope: Envelope) -> Delivery:
+        """A request the cloud started: only to a local subject an inbound rule allows."""
+        subject = envelope.capability
+        request = self._evaluate(self.policy.engine.evaluate_inbound, subject, envelope)
+        if request is None:
+            reject = Reject("inbound-not-allowed", "no inbound rule allows this local subject")
+            raise Refused(reject, "inbound-not-allowed")
+        headers = passthrough(envelope.headers)
+        headers.update({HEADER_SITE: self.site, HEADER_RB_MSG_ID: envelope.id})
+        headers[HEADER_RULE] = request.rule or ""
+        return Delivery(
+            subject, request.payload, headers, "request", request.rule, request.reidentified
+        )
+
+    @staticmethod
+    def _evaluate(evaluate: Callable[[str, bytes], _D], subject: str, envelope: Envelope) -> _D:
+        try:
+            return evaluate(subject, envelope.payload)
+        except PayloadError as error:
+            raise Refused(Reject("bad-payload", error.detail), f"payload:{error.code}") from None
 
     def _inbound_record(
         self, envelope: Envelope, decision: str, reason: str, rule: str | None, reidentified: int

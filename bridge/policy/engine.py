@@ -19,10 +19,10 @@ from bridge.contract import CLASSIFICATIONS, HEADER_CLASS
 from bridge.errors import UnknownKeyError
 from bridge.policy.detectors import BUILTIN_DETECTORS, Detector, DetectorSet, custom_detector
 from bridge.policy.keyring import CryptoKey, KeyRing
-from bridge.policy.model import ReplyRule, ResidencyPolicy, Rule
+from bridge.policy.model import InboundRule, ReplyRule, ResidencyPolicy, Rule
 from bridge.policy.paths import FieldPath
 from bridge.policy.payload import PayloadError, PayloadLimits, parse_payload
-from bridge.policy.subjects import SubjectPattern, subject_error
+from bridge.policy.subjects import SubjectPattern, reserved_subject_error, subject_error
 from bridge.policy.transforms import Applied, FieldTransform, reidentify_value, token_version
 
 Verdict = Literal["allow", "deny"]
@@ -109,6 +109,10 @@ class Engine:
         self._replies = tuple(
             (reply, tuple(SubjectPattern.parse(s) for s in reply.match.subjects))
             for reply in spec.replies
+        )
+        self._inbound = tuple(
+            (rule, tuple(SubjectPattern.parse(s) for s in rule.match.subjects))
+            for rule in spec.inbound
         )
         self._versions: dict[tuple[str, int], CryptoKey] = {}
 
@@ -241,6 +245,35 @@ class Engine:
         if rule is None or not rule.reidentify:
             parse_payload(payload, self.limits)
             return ReplyDecision(rule.name if rule else None, payload, 0, 0)
+        return self._restore(rule, rule.name or "reply", payload)
+
+    def evaluate_inbound(self, subject: str, payload: bytes) -> ReplyDecision | None:
+        """A cloud-initiated request to local ``subject``: None when no inbound rule allows it.
+
+        Raises :class:`~bridge.policy.payload.PayloadError` for a malformed payload.
+        """
+        rule = self.inbound_rule(subject)
+        if rule is None:
+            return None
+        if not rule.reidentify:
+            parse_payload(payload, self.limits)
+            return ReplyDecision(rule.name, payload, 0, 0)
+        return self._restore(rule, rule.name, payload)
+
+    def inbound_rule(self, subject: str) -> InboundRule | None:
+        """The first inbound rule allowing requests to local ``subject``, or None."""
+        if (
+            subject_error(subject, pattern=False) is not None
+            or reserved_subject_error(subject) is not None
+        ):
+            return None
+        tokens = subject.split(".")
+        for rule, patterns in self._inbound:
+            if any(pattern.matches(tokens) for pattern in patterns):
+                return rule
+        return None
+
+    def _restore(self, rule: ReplyRule | InboundRule, name: str, payload: bytes) -> ReplyDecision:
         document = parse_payload(payload, self.limits)
         allowed = rule.keys if rule.keys is not None else self.policy.spec.keys
         done = failed = 0
@@ -256,7 +289,7 @@ class Engine:
                 else:
                     container[slot] = restored
                     done += 1
-        return ReplyDecision(rule.name or "reply", orjson.dumps(document), done, failed)
+        return ReplyDecision(name, orjson.dumps(document), done, failed)
 
     def reply_rule(self, subject: str) -> ReplyRule | None:
         """The first reply rule covering ``subject``, or None."""

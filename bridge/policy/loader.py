@@ -307,27 +307,22 @@ def _cross_references(source: Source) -> list[Problem]:
                 )
         problems.extend(_shadowing(source, base, rule, matchers))
 
-    reply_names: set[str] = set()
-    for index, reply in _items(spec.get("replies")):
-        reply = _mapping(reply)
-        base = ("spec", "replies", index)
-        name = reply.get("name")
-        if isinstance(name, str):
-            if name in reply_names:
-                problems.append(
-                    source.problem(
-                        (*base, "name"), "duplicate-rule", f"reply rule name {name!r} is used twice"
+    for section, what in (("replies", "reply rule"), ("inbound", "inbound rule")):
+        seen: set[str] = set()
+        for index, reply in _items(spec.get(section)):
+            reply = _mapping(reply)
+            base = ("spec", section, index)
+            name = reply.get("name")
+            if isinstance(name, str):
+                if name in seen:
+                    problems.append(
+                        source.problem(
+                            (*base, "name"), "duplicate-rule", f"{what} name {name!r} is used twice"
+                        )
                     )
-                )
-            reply_names.add(name)
-        for position, key in _strings(reply.get("keys")):
-            check_name(
-                (*base, "keys", position),
-                key,
-                keys,
-                "unknown-key-name",
-                "key name",
-            )
+                seen.add(name)
+            for position, key in _strings(reply.get("keys")):
+                check_name((*base, "keys", position), key, keys, "unknown-key-name", "key name")
 
     for index, case in _items(spec.get("tests")):
         case = _mapping(case)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge.policy.paths import FieldPath
-from bridge.policy.subjects import subject_error
+from bridge.policy.subjects import reserved_subject_error, subject_error
 
 API_VERSION = "rbridge/v1"
 KIND = "ResidencyPolicy"
@@ -149,9 +149,7 @@ class ReplyMatch(_Model):
     _subjects_valid = field_validator("subjects")(_check_subjects)
 
 
-class ReplyRule(_Model):
-    name: RuleName | None = None
-    match: ReplyMatch
+class _Reidentifying(_Model):
     reidentify: tuple[str, ...] = Field(
         (), description="Paths whose tokens are turned back into the original values on-prem."
     )
@@ -166,6 +164,35 @@ class ReplyRule(_Model):
         for path in paths:
             _check_path(path)
         return paths
+
+
+class ReplyRule(_Reidentifying):
+    name: RuleName | None = None
+    match: ReplyMatch
+
+
+class InboundMatch(_Model):
+    subjects: tuple[str, ...] = Field(
+        min_length=1,
+        description="Local subjects the cloud may address (never rb.*, $* or _INBOX.*).",
+    )
+
+    @field_validator("subjects")
+    @classmethod
+    def _subjects_valid(cls, subjects: tuple[str, ...]) -> tuple[str, ...]:
+        _check_subjects(subjects)
+        for subject in subjects:
+            problem = reserved_subject_error(subject)
+            if problem is not None:
+                raise ValueError(f"subject pattern {subject!r}: {problem}")
+        return subjects
+
+
+class InboundRule(_Reidentifying):
+    """Lets cloud agents send requests to local subjects; no match means refused."""
+
+    name: RuleName
+    match: InboundMatch
 
 
 class CaseMessage(_Model):
@@ -227,6 +254,10 @@ class Spec(_Model):
         description="Ordered; the first match wins; no match means deny."
     )
     replies: tuple[ReplyRule, ...] = ()
+    inbound: tuple[InboundRule, ...] = Field(
+        (),
+        description="Which local subjects cloud-initiated requests may address; none means none.",
+    )
     tests: tuple[PolicyCase, ...] = ()
 
 

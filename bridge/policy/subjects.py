@@ -80,3 +80,22 @@ class SubjectPattern:
 def matches(pattern: str, subject: str) -> bool:
     """Convenience: whether ``subject`` matches ``pattern`` (both given as text)."""
     return SubjectPattern.parse(pattern).matches(subject.split("."))
+
+
+#: First tokens of local subjects that belong to the bridge and NATS, never to agents.
+RESERVED_FIRST_TOKENS = ("rb", "_INBOX")
+
+
+def reserved_subject_error(subject: str) -> str | None:
+    """Why ``subject`` (or pattern) could reach the bridge's own or NATS's subjects, or None.
+
+    Cloud-initiated requests may only address agents' subjects: anything under ``rb.`` (the
+    bridge's streams), ``$`` (the NATS and JetStream APIs) or ``_INBOX.`` (other agents' replies)
+    is refused, and so is a leading wildcard, which would match them too.
+    """
+    first = subject.split(".", 1)[0]
+    if first in ("*", ">"):
+        return "a leading wildcard would also match the bridge's and NATS's own subjects"
+    if first in RESERVED_FIRST_TOKENS or first.startswith("$"):
+        return f"subjects under {first!r} belong to the bridge or NATS, not to agents"
+    return None

@@ -52,7 +52,15 @@ async def connect(
         log.info("NATS connection restored")
 
     async def error(problem: Exception) -> None:
-        problems.append(str(problem) or type(problem).__name__)
+        text = str(problem) or type(problem).__name__
+        # What the server said (e.g. an authorization violation) explains more than the
+        # connection reset that follows it: keep it first.
+        if isinstance(problem, nats.errors.Error) and not isinstance(
+            problem, nats.errors.UnexpectedEOF
+        ):
+            problems.insert(0, text)
+        else:
+            problems.append(text)
         log.warning("NATS error: %s", type(problem).__name__)
 
     try:
@@ -63,5 +71,5 @@ async def connect(
             timeout,
         )
     except (TimeoutError, OSError, nats.errors.Error) as failure:
-        reason = problems[-1] if problems else (str(failure) or type(failure).__name__)
+        reason = problems[0] if problems else (str(failure) or type(failure).__name__)
         raise NatsConnectError(f"cannot connect to NATS at {url}: {reason[:200]}") from None

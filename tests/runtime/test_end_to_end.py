@@ -138,3 +138,58 @@ async def test_a_health_record_is_denied_and_the_sender_told_why(world: World) -
     assert (await cloud.jetstream().stream_info("RB_IN")).state.messages == 0
     await cloud.close()
     await local.close()
+
+
+async def test_cloud_initiated_requests_reach_only_what_an_inbound_rule_allows(
+    world: World,
+) -> None:
+    """rb.reply.<site> with Rb-To: delivered to an allowed local subject, refused and audited otherwise."""
+    await world.start_gateway()
+    edge = await world.start_edge()
+    await edge.links["cloud-eu"].wait_up(10)
+    local = await nats.connect(world.edge_nats.url)
+    received: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def collect(message: Msg) -> None:
+        if not message.subject.startswith(("$JS.", "_INBOX.")):  # the bridge's own traffic
+            await received.put(message)
+
+    await local.subscribe(">", cb=collect)
+    cloud = await nats.connect(world.cloud_nats.url)
+    cloud_js = cloud.jetstream()
+    for number, target in enumerate(
+        ("claims.fraud.check", "rb.out.docs.parse", "claims.updates.CLM-2026-1")
+    ):
+        await cloud_js.publish(
+            "rb.reply.plant-a",
+            orjson.dumps({"claim_id": "CLM-2026-1", "status": "approved"}),
+            headers={"Rb-To": target, "Nats-Msg-Id": f"push-{number}", "Rb-Site": "forged"},
+        )
+    delivered = await asyncio.wait_for(received.get(), 20)
+    assert delivered.subject == "claims.updates.CLM-2026-1"
+    assert orjson.loads(delivered.data)["status"] == "approved"
+    headers = delivered.headers or {}
+    assert (headers["Rb-Site"], headers["Rb-Rule"]) == ("plant-a", "cloud-may-post-claim-updates")
+    # The two refused ones are settled at the cloud (terminated), audited at the edge, and never
+    # reached the local bus; the bridge's own stream got nothing from the cloud.
+    for _ in range(100):
+        info = await cloud_js.consumer_info("RB_REPLY", "reply-plant-a")
+        if info.num_ack_pending == 0 and info.num_pending == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert (info.num_ack_pending, info.num_pending) == (0, 0)
+    await asyncio.sleep(0.3)
+    assert received.empty()
+    assert (await local.jetstream().stream_info("RB_OUT")).state.messages == 0
+    records = [
+        orjson.loads(line)
+        for line in (world.root / "audit" / "audit.jsonl").read_text().splitlines()
+    ]
+    outcomes = sorted((r["subject"], r["decision"], r["reason"]) for r in records)
+    assert outcomes == [
+        ("claims.fraud.check", "refused", "inbound-not-allowed"),
+        ("claims.updates.CLM-2026-1", "delivered", "request"),
+        ("rb.out.docs.parse", "refused", "inbound-not-allowed"),
+    ]
+    await cloud.close()
+    await local.close()

@@ -249,3 +249,30 @@ def test_reply_payload_must_be_valid(claims_engine: Engine) -> None:
     """Replies go through the same payload checks as requests."""
     with pytest.raises(PayloadError):
         claims_engine.evaluate_reply("docs.parse", b"\xff")
+
+
+def test_inbound_requests_need_a_rule_and_reidentify_what_it_names(claims_engine: Engine) -> None:
+    """Cloud-initiated requests reach only the local subjects an inbound rule allows."""
+    sent = decide(claims_engine, "docs.parse", {"claimant": {"name": "Jane Doe"}, "notes": "n"})
+    assert sent.payload is not None
+    token = orjson.loads(sent.payload)["claimant"]["name"]
+    request = orjson.dumps({"claimant": {"name": token}, "status": "approved"})
+    result = claims_engine.evaluate_inbound("claims.updates.c-1", request)
+    assert result is not None
+    assert (result.rule, result.reidentified, result.failed) == (
+        "cloud-may-post-claim-updates",
+        1,
+        0,
+    )
+    assert orjson.loads(result.payload)["claimant"]["name"] == "Jane Doe"
+    for subject in ("claims.fraud.check", "rb.out.docs.parse", "_INBOX.x", "$JS.API.INFO", "a..b"):
+        assert claims_engine.evaluate_inbound(subject, request) is None, subject
+
+
+def test_no_inbound_rules_means_no_cloud_initiated_requests(ordered: Engine) -> None:
+    assert ordered.evaluate_inbound("claims.updates.c-1", b"{}") is None
+
+
+def test_inbound_payload_must_be_valid(claims_engine: Engine) -> None:
+    with pytest.raises(PayloadError):
+        claims_engine.evaluate_inbound("claims.updates.c-1", b"[1]")

@@ -170,6 +170,26 @@ def test_unreadable_or_missing_file(tmp_path: Path) -> None:
         ),
         (("spec:", "spec:\n  limits: {max_depth: 0}"), "invalid", "greater than or equal to 1"),
         (("spec:", "spec:\n  colour: blue"), "unknown-key", "unknown key 'colour'"),
+        (
+            ("spec:", "spec:\n  inbound: [{name: in, match: {subjects: [rb.out.x]}}]"),
+            "bad-subject",
+            "belong to the bridge or NATS",
+        ),
+        (
+            ("spec:", "spec:\n  inbound: [{name: in, match: {subjects: ['$JS.API.>']}}]"),
+            "bad-subject",
+            "belong to the bridge or NATS",
+        ),
+        (
+            ("spec:", "spec:\n  inbound: [{name: in, match: {subjects: ['*.updates']}}]"),
+            "bad-subject",
+            "leading wildcard",
+        ),
+        (
+            ("spec:", "spec:\n  inbound: [{match: {subjects: [claims.updates]}}]"),
+            "missing-key",
+            "'name'",
+        ),
     ],
 )
 def test_shape_errors_are_placed_and_named(
