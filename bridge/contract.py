@@ -36,6 +36,18 @@ HEADER_REASON: Final = "Rb-Reason"
 #: this local subject (delivered only if an inbound rule of the site's policy allows it).
 HEADER_TO: Final = "Rb-To"
 
+#: Set by an agent SDK on a reply whose handler failed for good: the error's type and message
+#: (never a payload value). An application header, so it crosses the bridge unchanged.
+HEADER_AGENT_ERROR: Final = "Agent-Error"
+#: Set by the cloud agent SDK on replies: the capability the reply answers.
+HEADER_CAPABILITY: Final = "Rb-Capability"
+
+#: Agents announce themselves on ``rb.agents.heartbeat.<agent>.<instance>``; a message that kept
+#: failing goes to ``rb.agents.dead.<agent>`` with the error.
+AGENTS_PREFIX: Final = "rb.agents."
+#: JetStream key-value bucket holding each agent instance's last heartbeat (on the local NATS).
+AGENTS_BUCKET: Final = "rb_agents"
+
 #: Header prefixes the bridge owns; values arriving from the edge are never passed through.
 RESERVED_HEADER_PREFIXES: Final = ("Nats-", "Rb-")
 
@@ -55,3 +67,8 @@ def inbound_subject(capability: str) -> str:
 def reply_subject(site: str) -> str:
     """The cloud subject on which replies for ``site`` are published."""
     return REPLY_PREFIX + site
+
+
+def dead_letter_subject(agent: str) -> str:
+    """Where an agent puts a message that kept failing, with the error."""
+    return f"{AGENTS_PREFIX}dead.{agent}"

@@ -21,6 +21,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, api
 
 from bridge.contract import (
+    HEADER_CAPABILITY,
     HEADER_MSG_ID,
     HEADER_REPLY_TOKEN,
     HEADER_TO,
@@ -34,7 +35,6 @@ from bridge.runtime.background import Background
 from bridge.runtime.headers import header_problem, passthrough
 
 log = logging.getLogger("rbridge.cloud.replies")
-CAPABILITY_HEADER = "Rb-Capability"
 
 
 class ReplyForwarder:
@@ -132,7 +132,7 @@ class ReplyForwarder:
         envelope_id = headers.get(HEADER_MSG_ID) or f"reply-{sequence}"
         # A reply names its route by token; a cloud-initiated request names its local subject.
         # Either way, the site's policy decides.
-        target = headers.get(CAPABILITY_HEADER, "") if token else headers.get(HEADER_TO, "")
+        target = headers.get(HEADER_CAPABILITY, "") if token else headers.get(HEADER_TO, "")
         return Envelope(
             id=f"reply/{envelope_id}",
             capability=target,

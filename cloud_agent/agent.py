@@ -1,0 +1,357 @@
+"""Cloud compute agents: capabilities served from ``RB_IN``, replies through the gateway.
+
+Each capability is consumed from ``rb.in.<capability>`` through one durable JetStream consumer
+per agent name and capability, shared by every replica (start another process to scale). A
+handler's return value is the reply: it is published to ``rb.reply.<site>`` with the message's
+``Rb-Reply`` token, and the message is acked only once JetStream stored the reply. Work is
+idempotent by message id: a message delivered again after it was answered (a crash between reply
+and ack, a resend) is acked without running the handler twice, across replicas, and its reply
+carries a ``Nats-Msg-Id`` derived from the message id, so ``RB_REPLY`` drops a second copy.
+
+A handler that raises is retried (the message is put back with a growing delay) up to
+``max_attempts`` deliveries; then the message goes to ``rb.agents.dead.<agent>`` on the cloud
+NATS with the error, the site gets a reply carrying only the ``Agent-Error`` header, and the
+message is terminated.
+
+Example::
+
+    agent = CloudAgent("parser", nats_url="nats://cloud-nats:4222")
+
+    @agent.capability("docs.parse")
+    async def parse(request: CloudRequest) -> dict[str, object]:
+        text = request.payload["notes"]
+        return {"claimant": request.payload["claimant"], "fields": extract(text)}
+
+    await agent.run()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext, api
+from nats.js.errors import Error as JetStreamError
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from bridge.contract import (
+    HEADER_AGENT_ERROR,
+    HEADER_CAPABILITY,
+    HEADER_CLASS,
+    HEADER_MSG_ID,
+    HEADER_POLICY,
+    HEADER_RB_MSG_ID,
+    HEADER_REPLY_TOKEN,
+    HEADER_RULE,
+    HEADER_SITE,
+    HEADER_TO,
+    STREAM_IN,
+    dead_letter_subject,
+    inbound_subject,
+    reply_subject,
+)
+from cloud_agent.payload import with_pseudonyms
+
+log = logging.getLogger("cloud_agent")
+
+
+@dataclass(frozen=True, slots=True)
+class CloudRequest:
+    """A redacted message from a site. ``payload`` marks tokens and digests (see ``payload``)."""
+
+    capability: str
+    site: str
+    msg_id: str
+    classification: str
+    rule: str
+    policy_revision: str
+    payload: Any
+    attempt: int
+    data: bytes
+
+
+CapabilityHandler = Callable[[CloudRequest], Awaitable[Mapping[str, Any] | None]]
+
+
+@dataclass(slots=True)
+class CloudAgentStats:
+    handled: int = 0
+    duplicates: int = 0
+    failed_attempts: int = 0
+    dead_lettered: int = 0
+
+
+def _error_text(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".replace("\r", " ").replace("\n", " ")
+    return text[:200]
+
+
+class CloudAgent:
+    """A cloud compute agent on the cloud NATS. See the module docstring for an example."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        nats_url: str = "nats://127.0.0.1:4222",
+        max_attempts: int = 3,
+        retry_delay: float = 0.5,
+        batch: int = 32,
+        remember_seconds: float = 86_400,
+        connect: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not name or any(ch in name for ch in ".*> \t\r\n"):
+            raise ValueError(f"agent name {name!r} must be one subject token (no '.', '*', '>')")
+        self.name = name
+        self.nats_url = nats_url
+        self.max_attempts = max_attempts
+        self.retry_delay = retry_delay
+        self.batch = batch
+        self.remember_seconds = remember_seconds
+        self.stats = CloudAgentStats()
+        self._connect_options = dict(connect or {})
+        self._handlers: dict[str, CapabilityHandler] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._nc: Client | None = None
+        self._done: KeyValue | None = None
+
+    def capability(self, name: str) -> Callable[[CapabilityHandler], CapabilityHandler]:
+        """Serve ``name`` (a concrete capability such as ``docs.parse``) with the handler."""
+        if not name or any(token in ("*", ">", "") for token in name.split(".")):
+            raise ValueError(f"capability {name!r} must be a concrete subject")
+
+        def register(handler: CapabilityHandler) -> CapabilityHandler:
+            if name in self._handlers:
+                raise ValueError(f"capability {name!r} already has a handler")
+            self._handlers[name] = handler
+            return handler
+
+        return register
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("the agent is not started")
+        return self._nc
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        return tuple(self._handlers)
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and start one consuming task per capability."""
+        self._nc = await nats.connect(
+            self.nats_url,
+            name=f"cloud-agent/{self.name}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            **self._connect_options,
+        )
+        js = self._nc.jetstream()
+        self._done = await _done_bucket(js, self.name, self.remember_seconds)
+        for capability in self._handlers:
+            self._tasks.append(asyncio.create_task(self._consume(js, capability)))
+        log.info("cloud agent %s serving %s", self.name, ", ".join(self._handlers))
+
+    async def stop(self) -> None:
+        """Stop fetching, finish the batch in hand, close."""
+        self._stopping.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._nc is not None:
+            # Everything fetched was settled above; draining pull subscriptions would only wait.
+            with contextlib.suppress(NatsError, OSError, TimeoutError):
+                await self._nc.flush(timeout=2)
+            await self._nc.close()
+            self._nc = None
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, then stop."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, self._stopping.set)
+        try:
+            await self._stopping.wait()
+        finally:
+            for number in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(number)
+            await self.stop()
+
+    async def __aenter__(self) -> CloudAgent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    # --- cloud-initiated requests ----------------------------------------------------------
+
+    async def request_site(
+        self, site: str, subject: str, payload: Mapping[str, Any], *, msg_id: str
+    ) -> None:
+        """Send a request to on-prem ``subject`` of ``site``; delivered only if the site's
+        policy has an inbound rule for it (otherwise the site refuses and audits it)."""
+        await self.nc.jetstream().publish(
+            reply_subject(site),
+            orjson.dumps(payload),
+            headers={HEADER_TO: subject, HEADER_MSG_ID: f"request/{msg_id}"},
+        )
+
+    # --- consuming -------------------------------------------------------------------------
+
+    async def _consume(self, js: JetStreamContext, capability: str) -> None:
+        subject = inbound_subject(capability)
+        durable = f"{self.name}-{capability.replace('.', '_')}"
+        config = api.ConsumerConfig(
+            ack_wait=60, max_deliver=-1, max_ack_pending=1024, filter_subject=subject
+        )
+        subscription = None
+        while subscription is None and not self._stopping.is_set():
+            try:
+                subscription = await js.pull_subscribe(
+                    subject, durable=durable, stream=STREAM_IN, config=config
+                )
+            except (JetStreamError, NatsError, TimeoutError) as error:
+                # The gateway creates RB_IN; an agent started first waits for it.
+                log.info("waiting for the %s stream: %s", STREAM_IN, type(error).__name__)
+                await asyncio.sleep(1)
+        while subscription is not None and not self._stopping.is_set():
+            try:
+                messages = await subscription.fetch(self.batch, timeout=0.5)
+            except (NatsTimeout, TimeoutError):
+                continue
+            except NatsError as error:
+                log.warning("fetch failed: %s", type(error).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            await asyncio.gather(*(self._handle(capability, message) for message in messages))
+
+    async def _handle(self, capability: str, message: Msg) -> None:
+        headers = message.headers or {}
+        msg_id = headers.get(HEADER_RB_MSG_ID) or headers.get(HEADER_MSG_ID, "")
+        key = hashlib.sha256(f"{capability}\0{msg_id}".encode()).hexdigest()[:40]
+        if await self._answered(key):
+            self.stats.duplicates += 1
+            await message.ack()
+            return
+        attempt = message.metadata.num_delivered
+        try:
+            payload = with_pseudonyms(orjson.loads(message.data))
+            request = CloudRequest(
+                capability=capability,
+                site=headers.get(HEADER_SITE, ""),
+                msg_id=msg_id,
+                classification=headers.get(HEADER_CLASS, ""),
+                rule=headers.get(HEADER_RULE, ""),
+                policy_revision=headers.get(HEADER_POLICY, ""),
+                payload=payload,
+                attempt=attempt,
+                data=message.data,
+            )
+            result = await self._handlers[capability](request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            await self._failed(capability, message, msg_id, error)
+            return
+        try:
+            if result is not None:
+                await self._reply(capability, headers, msg_id, orjson.dumps(result), {})
+            await self._remember(key)
+        except (NatsError, JetStreamError, TimeoutError) as error:
+            log.warning("reply not stored, will retry: %s", type(error).__name__)
+            await message.nak(delay=self.retry_delay)
+            return
+        self.stats.handled += 1
+        await message.ack()
+
+    async def _failed(self, capability: str, message: Msg, msg_id: str, error: Exception) -> None:
+        self.stats.failed_attempts += 1
+        attempt = message.metadata.num_delivered
+        log.warning(
+            "handler for %s failed (attempt %d of %d): %s",
+            capability,
+            attempt,
+            self.max_attempts,
+            type(error).__name__,
+            extra={"msg_id": msg_id},
+        )
+        if attempt < self.max_attempts:
+            await message.nak(delay=self.retry_delay * 2 ** (attempt - 1))
+            return
+        text = _error_text(error)
+        headers = message.headers or {}
+        dead = {
+            HEADER_AGENT_ERROR: text,
+            "Agent-Subject": message.subject,
+            "Agent-Attempts": str(attempt),
+            HEADER_RB_MSG_ID: msg_id,
+            HEADER_SITE: headers.get(HEADER_SITE, ""),
+        }
+        await self.nc.publish(dead_letter_subject(self.name), message.data, headers=dead)
+        with contextlib.suppress(NatsError, JetStreamError, TimeoutError):
+            # An empty JSON object: the site's reply rules still parse what they deliver.
+            await self._reply(capability, headers, msg_id, b"{}", {HEADER_AGENT_ERROR: text})
+        self.stats.dead_lettered += 1
+        await message.term()
+
+    async def _reply(
+        self,
+        capability: str,
+        headers: Mapping[str, str],
+        msg_id: str,
+        body: bytes,
+        extra: Mapping[str, str],
+    ) -> None:
+        token, site = headers.get(HEADER_REPLY_TOKEN), headers.get(HEADER_SITE)
+        if not token or not site:
+            return  # the sender asked for no reply
+        await self.nc.jetstream().publish(
+            reply_subject(site),
+            body,
+            headers={
+                HEADER_REPLY_TOKEN: token,
+                HEADER_CAPABILITY: capability,
+                HEADER_MSG_ID: f"reply/{msg_id}",
+                **extra,
+            },
+        )
+
+    async def _answered(self, key: str) -> bool:
+        assert self._done is not None
+        try:
+            await self._done.get(key)
+        except KeyNotFoundError:
+            return False
+        return True
+
+    async def _remember(self, key: str) -> None:
+        assert self._done is not None
+        await self._done.put(key, b"1")
+
+
+async def _done_bucket(js: JetStreamContext, agent: str, ttl: float) -> KeyValue:
+    bucket = f"rb_done_{agent.replace('-', '_')}"
+    try:
+        return await js.key_value(bucket)
+    except JetStreamError:
+        return await js.create_key_value(api.KeyValueConfig(bucket=bucket, history=1, ttl=ttl))

@@ -1,0 +1,1 @@
+"""Example cloud agents: the claims scenario (``python -m cloud_agent.examples.claims``)."""

@@ -1,0 +1,484 @@
+"""On-prem agents: handlers for local subjects, asks to other agents and to the cloud.
+
+Every agent is both a responder (its handlers) and an initiator (``ask``, ``delegate``,
+``ask_cloud``, ``send_cloud``). Handlers of one agent name share a NATS queue group, so starting
+another process of the same agent shares its work. A handler that raises does not stop the
+agent: the message is tried again, up to ``max_attempts`` times, then put on the dead-letter
+subject ``rb.agents.dead.<agent>`` with the error, and whoever asked gets
+:class:`~edge_agent.errors.HandlerFailed` instead of waiting for a timeout.
+
+Example::
+
+    agent = Agent("fraud-check", nats_url="nats://127.0.0.1:4222")
+
+    @agent.handle("claims.fraud.check")
+    async def check(request: Request) -> dict[str, object]:
+        claim = request.json()
+        return {"suspicious": claim["amount"] > 50_000}
+
+    await agent.run()   # until SIGTERM/SIGINT or agent.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import NoStreamResponseError
+
+from bridge.contract import (
+    CLASSIFICATIONS,
+    HEADER_AGENT_ERROR,
+    HEADER_CLASS,
+    HEADER_MSG_ID,
+    HEADER_REASON,
+    HEADER_REPLY_TO,
+    HEADER_RULE,
+    HEADER_STATUS,
+    dead_letter_subject,
+    outbound_subject,
+)
+from edge_agent.errors import AgentError, Denied, HandlerFailed, TimedOut, Unavailable
+from edge_agent.heartbeat import Heartbeat
+
+log = logging.getLogger("edge_agent")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A message a handler received: subject, headers, raw bytes, and which attempt this is."""
+
+    subject: str
+    data: bytes
+    headers: Mapping[str, str]
+    attempt: int = 1
+
+    def json(self) -> Any:
+        """The payload as JSON (raises ``orjson.JSONDecodeError`` if it is not JSON)."""
+        return orjson.loads(self.data)
+
+
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class AgentStats:
+    """What an agent did since it started; sent with every heartbeat."""
+
+    handled: int = 0
+    failed_attempts: int = 0
+    dead_lettered: int = 0
+    asked: int = 0
+
+
+@dataclass(slots=True)
+class _Waiting:
+    future: asyncio.Future[Msg]
+    capability: str
+
+
+def encode(payload: Any) -> bytes:
+    """Payloads are JSON; bytes are sent as they are."""
+    return payload if isinstance(payload, bytes) else orjson.dumps(payload)
+
+
+def _error_text(error: BaseException) -> str:
+    # The type and message of the error, on one line: it travels in a header.
+    text = f"{type(error).__name__}: {error}".replace("\r", " ").replace("\n", " ")
+    return text[:200]
+
+
+class Agent:
+    """An on-prem agent on the local NATS. See the module docstring for an example."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        nats_url: str = "nats://127.0.0.1:4222",
+        instance: str | None = None,
+        max_attempts: int = 3,
+        retry_delay: float = 0.05,
+        heartbeat_seconds: float = 5.0,
+        max_concurrency: int = 64,
+        connect_timeout: float = 10.0,
+        connect: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not name or any(ch in name for ch in ".*> \t\r\n"):
+            raise ValueError(f"agent name {name!r} must be one subject token (no '.', '*', '>')")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.name = name
+        self.instance = instance or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.nats_url = nats_url
+        self.max_attempts = max_attempts
+        self.retry_delay = retry_delay
+        self.heartbeat_seconds = heartbeat_seconds
+        self.connect_timeout = connect_timeout
+        self.stats = AgentStats()
+        self._connect_options = dict(connect or {})
+        self._handlers: dict[str, Handler] = {}
+        self._subscriptions: list[Subscription] = []
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+        self._waiting: dict[str, _Waiting] = {}
+        self._inbox = ""
+        self._nc: Client | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._stopped = asyncio.Event()
+
+    # --- declaring -------------------------------------------------------------------------
+
+    def handle(self, subject: str) -> Callable[[Handler], Handler]:
+        """Register ``handler`` for ``subject`` (wildcards allowed); its return value is the reply.
+
+        >>> agent = Agent("intake")
+        >>> @agent.handle("claims.intake")
+        ... async def intake(request: Request) -> dict[str, str]:
+        ...     return {"received": request.json()["claim_id"]}
+        """
+
+        def register(handler: Handler) -> Handler:
+            if subject in self._handlers:
+                raise ValueError(f"{subject!r} already has a handler")
+            self._handlers[subject] = handler
+            return handler
+
+        return register
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        return tuple(self._handlers)
+
+    @property
+    def nc(self) -> Client:
+        """The NATS connection (after :meth:`start`)."""
+        if self._nc is None:
+            raise RuntimeError("the agent is not started")
+        return self._nc
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, subscribe every handler in the agent's queue group, start the heartbeat."""
+        try:
+            # Retried until ``connect_timeout``; once connected, reconnects go on for ever.
+            self._nc = await asyncio.wait_for(
+                nats.connect(
+                    self.nats_url,
+                    name=f"{self.name}/{self.instance}",
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=min(5.0, self.connect_timeout),
+                    **self._connect_options,
+                ),
+                self.connect_timeout,
+            )
+        except (OSError, NatsError, TimeoutError) as error:
+            raise Unavailable(
+                self.nats_url, f"cannot connect to NATS: {_error_text(error)}"
+            ) from None
+        self._inbox = f"_INBOX.{self.name}.{uuid.uuid4().hex}"
+        await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_answer)
+        for subject in self._handlers:
+            self._subscriptions.append(
+                await self._nc.subscribe(subject, queue=self.name, cb=self._on_request)
+            )
+        self._heartbeat = Heartbeat(self, self.heartbeat_seconds)
+        await self._heartbeat.start()
+        await self._nc.flush()
+        log.info("agent %s started (%s)", self.name, self.instance)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop taking messages, let running handlers finish (up to ``grace`` s), say goodbye."""
+        if self._nc is None:
+            return
+        for subscription in self._subscriptions:
+            with contextlib.suppress(NatsError):
+                await subscription.unsubscribe()
+        self._subscriptions.clear()
+        if self._running:
+            await asyncio.wait(self._running, timeout=grace)
+        for task in self._running:
+            task.cancel()
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
+        for waiting in self._waiting.values():
+            waiting.future.cancel()
+        with contextlib.suppress(NatsError, OSError):
+            await self._nc.drain()
+        self._nc = None
+        self._stopped.set()
+        log.info("agent %s stopped", self.name)
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT or :meth:`stop`, then stop gracefully."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, stopping.set)
+        try:
+            waiters = [
+                asyncio.create_task(stopping.wait()),
+                asyncio.create_task(self._stopped.wait()),
+            ]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+        finally:
+            for number in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(number)
+            await self.stop()
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    # --- responding ------------------------------------------------------------------------
+
+    async def _on_request(self, message: Msg) -> None:
+        # The subscription delivers in order; run handlers concurrently, bounded.
+        await self._slots.acquire()
+        task = asyncio.create_task(self._serve(message))
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+
+    async def _serve(self, message: Msg) -> None:
+        handler = self._handler_for(message.subject)
+        headers = dict(message.headers or {})
+        error: BaseException | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            request = Request(message.subject, message.data, headers, attempt)
+            try:
+                result = await handler(request)
+            except asyncio.CancelledError:
+                raise
+            except Exception as failure:
+                error = failure
+                self.stats.failed_attempts += 1
+                log.warning(
+                    "handler for %s failed (attempt %d of %d): %s",
+                    message.subject,
+                    attempt,
+                    self.max_attempts,
+                    type(failure).__name__,
+                )
+                if attempt < self.max_attempts:
+                    await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
+                continue
+            self.stats.handled += 1
+            if message.reply and result is not None:
+                await self.nc.publish(message.reply, encode(result))
+            elif message.reply:
+                await self.nc.publish(message.reply, b"")
+            return
+        assert error is not None
+        await self._dead_letter(message, headers, error)
+
+    async def _dead_letter(
+        self, message: Msg, headers: dict[str, str], error: BaseException
+    ) -> None:
+        self.stats.dead_lettered += 1
+        text = _error_text(error)
+        dead_headers = {
+            **{k: v for k, v in headers.items() if not k.startswith("Nats-")},
+            HEADER_AGENT_ERROR: text,
+            "Agent-Subject": message.subject,
+            "Agent-Attempts": str(self.max_attempts),
+            "Agent-Instance": self.instance,
+        }
+        await self.nc.publish(dead_letter_subject(self.name), message.data, headers=dead_headers)
+        if message.reply:
+            await self.nc.publish(message.reply, b"", headers={HEADER_AGENT_ERROR: text})
+        log.error(
+            "message on %s dead-lettered after %d attempts", message.subject, self.max_attempts
+        )
+
+    def _handler_for(self, subject: str) -> Handler:
+        if subject in self._handlers:
+            return self._handlers[subject]
+        tokens = subject.split(".")
+        for pattern, handler in self._handlers.items():
+            if _matches(pattern.split("."), tokens):
+                return handler
+        raise LookupError(subject)  # pragma: no cover - NATS only delivers what we subscribed
+
+    # --- asking other agents ---------------------------------------------------------------
+
+    async def ask(self, subject: str, payload: Any, *, timeout: float = 5.0) -> Any:
+        """Ask the agent serving ``subject`` and return its JSON answer (None for no body).
+
+        Raises :class:`Unavailable` when no agent serves it, :class:`TimedOut`, or
+        :class:`HandlerFailed` when that agent failed on every attempt.
+        """
+        self.stats.asked += 1
+        try:
+            answer = await self.nc.request(subject, encode(payload), timeout=timeout)
+        except NoRespondersError:
+            raise Unavailable(subject, "no agent serves this subject") from None
+        except (NatsTimeout, TimeoutError):
+            raise TimedOut(subject, timeout) from None
+        return _answer(subject, answer)
+
+    async def delegate(
+        self, tasks: Mapping[str, tuple[str, Any]], *, timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """Ask several agents at once: ``{"name": (subject, payload)}`` → ``{"name": answer}``.
+
+        All sub-tasks run concurrently; if any fails, the others still finish and
+        :class:`DelegationFailed` carries every answer and every error.
+
+        >>> async def report(agent: Agent) -> dict[str, Any]:
+        ...     return await agent.delegate({
+        ...         "data": ("reports.data", {"quarter": "2026Q3"}),
+        ...         "checks": ("reports.validate", {"quarter": "2026Q3"}),
+        ...         "layout": ("reports.format", {"style": "regulator"}),
+        ...     })
+        """
+        names = list(tasks)
+        outcomes = await asyncio.gather(
+            *(self.ask(subject, payload, timeout=timeout) for subject, payload in tasks.values()),
+            return_exceptions=True,
+        )
+        answers: dict[str, Any] = {}
+        errors: dict[str, AgentError] = {}
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, AgentError):
+                errors[name] = outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                answers[name] = outcome
+        if errors:
+            raise DelegationFailed(answers, errors)
+        return answers
+
+    # --- the cloud, through the bridge -----------------------------------------------------
+
+    async def send_cloud(
+        self,
+        capability: str,
+        payload: Mapping[str, Any] | bytes,
+        *,
+        classification: str = "confidential",
+        reply_to: str | None = None,
+        msg_id: str | None = None,
+    ) -> str:
+        """Hand a message to the bridge (``rb.out.<capability>``); durable on-prem once this returns.
+
+        Returns the message id (give ``msg_id`` to make a retried send idempotent). The reply, if
+        any, is published to ``reply_to`` (a handler's subject, so it survives restarts).
+        """
+        if classification not in CLASSIFICATIONS:
+            raise ValueError(f"classification {classification!r} is not one of {CLASSIFICATIONS}")
+        msg_id = msg_id or f"{self.name}-{uuid.uuid4().hex}"
+        headers = {HEADER_MSG_ID: msg_id, HEADER_CLASS: classification}
+        if reply_to:
+            headers[HEADER_REPLY_TO] = reply_to
+        subject = outbound_subject(capability)
+        try:
+            await self.nc.jetstream().publish(subject, encode(payload), headers=headers, timeout=5)
+        except NoStreamResponseError:
+            raise Unavailable(subject, "no RB_OUT stream (is the edge bridge set up?)") from None
+        except (NatsTimeout, TimeoutError, NoRespondersError):
+            raise Unavailable(subject, "the local NATS did not store the message") from None
+        return msg_id
+
+    async def ask_cloud(
+        self,
+        capability: str,
+        payload: Mapping[str, Any] | bytes,
+        *,
+        classification: str = "confidential",
+        timeout: float = 30.0,
+        msg_id: str | None = None,
+    ) -> Any:
+        """Send through the bridge and wait for the cloud's reply, re-identified on-prem.
+
+        Raises :class:`Denied` (with the rule and reason the bridge gave), :class:`TimedOut`,
+        :class:`Unavailable`, or :class:`HandlerFailed` when the cloud agent failed for good.
+        After a timeout the message may still be delivered later; its reply is then dropped.
+        """
+        token = uuid.uuid4().hex
+        waiting = _Waiting(asyncio.get_running_loop().create_future(), capability)
+        self._waiting[token] = waiting
+        self.stats.asked += 1
+        try:
+            await self.send_cloud(
+                capability,
+                payload,
+                classification=classification,
+                reply_to=f"{self._inbox}.{token}",
+                msg_id=msg_id,
+            )
+            try:
+                answer = await asyncio.wait_for(waiting.future, timeout)
+            except TimeoutError:
+                raise TimedOut(outbound_subject(capability), timeout) from None
+        finally:
+            self._waiting.pop(token, None)
+        headers = answer.headers or {}
+        if headers.get(HEADER_STATUS) == "denied":
+            raise Denied(capability, headers.get(HEADER_RULE, ""), headers.get(HEADER_REASON, ""))
+        return _answer(capability, answer)
+
+    async def _on_answer(self, message: Msg) -> None:
+        waiting = self._waiting.get(message.subject.rsplit(".", 1)[-1])
+        if waiting is not None and not waiting.future.done():
+            waiting.future.set_result(message)
+
+
+class DelegationFailed(AgentError):
+    """Some sub-tasks of :meth:`Agent.delegate` failed: ``answers`` and ``errors`` by name."""
+
+    def __init__(self, answers: dict[str, Any], errors: dict[str, AgentError]) -> None:
+        self.answers, self.errors = answers, errors
+        failed = ", ".join(f"{name}: {error}" for name, error in errors.items())
+        super().__init__(
+            f"{len(errors)} of {len(answers) + len(errors)} sub-tasks failed ({failed})"
+        )
+
+
+def _answer(subject: str, message: Msg) -> Any:
+    headers = message.headers or {}
+    if HEADER_AGENT_ERROR in headers:
+        raise HandlerFailed(subject, headers[HEADER_AGENT_ERROR])
+    if not message.data:
+        return None
+    try:
+        return orjson.loads(message.data)
+    except orjson.JSONDecodeError:
+        raise HandlerFailed(subject, "the answer is not JSON") from None
+
+
+def _matches(pattern: list[str], subject: list[str]) -> bool:
+    for index, token in enumerate(pattern):
+        if token == ">":
+            return len(subject) > index
+        if index >= len(subject) or (token != "*" and token != subject[index]):
+            return False
+    return len(pattern) == len(subject)

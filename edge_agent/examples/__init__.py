@@ -1,0 +1,1 @@
+"""Example on-prem agents: the claims scenario (``python -m edge_agent.examples.claims``)."""

@@ -1,0 +1,112 @@
+"""Agents announce themselves: a heartbeat in the local NATS's key-value bucket ``rb_agents``.
+
+Each instance writes ``<agent>.<instance>`` every ``interval`` seconds with what it serves and
+what it did; on a clean stop it writes a last record marked stopped. Whoever reads the bucket
+(``rbridge agents``, :func:`edge_agent.supervision.agent_statuses`) sees live agents, the ones
+that went silent (no heartbeat for three intervals: crashed, hung or cut off) and the ones that
+stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
+from nats.js.errors import Error as JetStreamError
+from nats.js.kv import KeyValue
+
+from bridge.contract import AGENTS_BUCKET
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+
+log = logging.getLogger("edge_agent.heartbeat")
+_UNSAFE = re.compile(r"[^-_A-Za-z0-9]")
+#: Records of agents not heard of for a day are dropped from the bucket.
+BUCKET_TTL_SECONDS = 86_400
+
+
+def agent_key(agent: str, instance: str) -> str:
+    return f"{_UNSAFE.sub('_', agent)}.{_UNSAFE.sub('_', instance)}"
+
+
+async def agents_bucket(js: JetStreamContext) -> KeyValue:
+    """The agents' key-value bucket, created if needed."""
+    try:
+        return await js.key_value(AGENTS_BUCKET)
+    except JetStreamError:
+        return await js.create_key_value(
+            KeyValueConfig(bucket=AGENTS_BUCKET, history=1, ttl=BUCKET_TTL_SECONDS)
+        )
+
+
+class Heartbeat:
+    def __init__(self, agent: Agent, interval: float) -> None:
+        self.agent = agent
+        self.interval = interval
+        self.key = agent_key(agent.name, agent.instance)
+        self.started = time.time()
+        self._bucket: KeyValue | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, *, stopped: bool = False) -> bytes:
+        agent = self.agent
+        return orjson.dumps(
+            {
+                "agent": agent.name,
+                "instance": agent.instance,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "subjects": list(agent.subjects),
+                "interval": self.interval,
+                "started": self.started,
+                "at": time.time(),
+                "stopped": stopped,
+                "handled": agent.stats.handled,
+                "failed_attempts": agent.stats.failed_attempts,
+                "dead_lettered": agent.stats.dead_lettered,
+                "asked": agent.stats.asked,
+            }
+        )
+
+    async def start(self) -> None:
+        try:
+            self._bucket = await agents_bucket(self.agent.nc.jetstream())
+        except (NatsError, JetStreamError, TimeoutError) as error:
+            # Supervision needs JetStream; the agent still works without it.
+            log.warning(
+                "no heartbeats: the agents bucket is unavailable (%s)", type(error).__name__
+            )
+            return
+        await self._beat()
+        self._task = asyncio.create_task(self._loop())
+
+    async def _beat(self, *, stopped: bool = False) -> None:
+        assert self._bucket is not None
+        try:
+            await self._bucket.put(self.key, self.record(stopped=stopped))
+        except (NatsError, JetStreamError, TimeoutError) as error:
+            log.warning("heartbeat not written: %s", type(error).__name__)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self._beat()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._bucket is not None:
+            await self._beat(stopped=True)

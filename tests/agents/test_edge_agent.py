@@ -1,0 +1,219 @@
+"""The on-prem agent SDK against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.msg import Msg
+
+import cloud_agent
+import edge_agent
+from bridge.natsserver import NatsServer
+from edge_agent import (
+    Agent,
+    DelegationFailed,
+    HandlerFailed,
+    Request,
+    TimedOut,
+    Unavailable,
+    agent_statuses,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def agent_process(url: str, instance: str) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.agents.agent_process", url, instance],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+async def test_two_processes_of_one_agent_share_its_work(nats_server: NatsServer) -> None:
+    """Handlers of one agent name form a queue group: each request is answered once, by either."""
+    with agent_process(nats_server.url, "one"), agent_process(nats_server.url, "two"):
+        async with Agent("client", nats_url=nats_server.url) as client:
+            answers = await asyncio.gather(
+                *(client.ask("work.echo", {"n": n}, timeout=10) for n in range(200))
+            )
+    assert sorted(answer["n"] for answer in answers) == list(range(200))
+    by_instance = Counter(answer["instance"] for answer in answers)
+    assert set(by_instance) == {"one", "two"}, by_instance
+
+
+async def test_a_failing_handler_is_retried_then_dead_lettered_and_the_agent_lives_on(
+    nats_server: NatsServer,
+) -> None:
+    agent = Agent("flaky", nats_url=nats_server.url, max_attempts=3, retry_delay=0.01)
+    calls: list[int] = []
+
+    @agent.handle("work.fail")
+    async def fail(request: Request) -> None:
+        calls.append(request.attempt)
+        raise ValueError("cannot parse the claim")
+
+    @agent.handle("work.ok")
+    async def ok(request: Request) -> dict[str, bool]:
+        return {"ok": True}
+
+    watcher = await nats.connect(nats_server.url)
+    dead: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def collect(message: Msg) -> None:
+        await dead.put(message)
+
+    await watcher.subscribe("rb.agents.dead.flaky", cb=collect)
+    async with agent, Agent("client", nats_url=nats_server.url) as client:
+        with pytest.raises(HandlerFailed, match="ValueError: cannot parse the claim"):
+            await client.ask("work.fail", {"claim": 1}, timeout=10)
+        assert await client.ask("work.ok", {}) == {"ok": True}
+        letter = await asyncio.wait_for(dead.get(), 5)
+    assert calls == [1, 2, 3]
+    assert letter.data == b'{"claim":1}'
+    headers = letter.headers or {}
+    assert headers["Agent-Error"] == "ValueError: cannot parse the claim"
+    assert (headers["Agent-Subject"], headers["Agent-Attempts"]) == ("work.fail", "3")
+    assert agent.stats.dead_lettered == 1
+    await watcher.close()
+
+
+async def test_timeouts_and_missing_responders_are_typed(nats_server: NatsServer) -> None:
+    agent = Agent("slow", nats_url=nats_server.url)
+
+    @agent.handle("work.slow")
+    async def slow(request: Request) -> None:
+        await asyncio.sleep(5)
+
+    async with agent, Agent("client", nats_url=nats_server.url) as client:
+        with pytest.raises(TimedOut, match=r"no answer on work.slow within 0.3 s"):
+            await client.ask("work.slow", {}, timeout=0.3)
+        with pytest.raises(Unavailable, match="no agent serves this subject"):
+            await client.ask("work.nobody", {}, timeout=2)
+        # No bridge on this NATS: there is no RB_OUT stream to hand a message to.
+        with pytest.raises(Unavailable, match="no RB_OUT stream"):
+            await client.send_cloud("docs.parse", {"a": 1})
+        with pytest.raises(ValueError, match="classification"):
+            await client.send_cloud("docs.parse", {"a": 1}, classification="secret")
+    with pytest.raises(Unavailable, match="cannot connect to NATS"):
+        await Agent("lost", nats_url="nats://127.0.0.1:1", connect_timeout=1).start()
+
+
+async def test_delegation_runs_sub_tasks_concurrently_and_reports_each_failure(
+    nats_server: NatsServer,
+) -> None:
+    """A compliance report: data retrieval, policy validation and formatting by three agents."""
+    agents = [Agent(name, nats_url=nats_server.url) for name in ("data", "checks", "layout")]
+    running = 0
+    most = 0
+
+    async def work(request: Request) -> dict[str, str]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.2)
+        running -= 1
+        if request.json().get("fail"):
+            raise RuntimeError("validation service down")
+        return {"done": request.subject}
+
+    for agent, subject in zip(
+        agents, ("reports.data", "reports.validate", "reports.format"), strict=True
+    ):
+        agent.handle(subject)(work)
+        await agent.start()
+    try:
+        async with Agent("reporter", nats_url=nats_server.url, max_attempts=1) as reporter:
+            answers = await reporter.delegate(
+                {
+                    "data": ("reports.data", {}),
+                    "checks": ("reports.validate", {}),
+                    "layout": ("reports.format", {}),
+                }
+            )
+            assert answers == {
+                "data": {"done": "reports.data"},
+                "checks": {"done": "reports.validate"},
+                "layout": {"done": "reports.format"},
+            }
+            assert most == 3
+            with pytest.raises(DelegationFailed) as failed:
+                await reporter.delegate(
+                    {"data": ("reports.data", {}), "checks": ("reports.validate", {"fail": 1})}
+                )
+            assert failed.value.answers == {"data": {"done": "reports.data"}}
+            assert isinstance(failed.value.errors["checks"], HandlerFailed)
+    finally:
+        for agent in agents:
+            await agent.stop()
+
+
+async def test_heartbeats_show_live_stopped_and_silent_agents(nats_server: NatsServer) -> None:
+    """Supervision: a live agent, one that stopped cleanly, one killed (silent after 3 beats)."""
+    watcher = await nats.connect(nats_server.url)
+    stopped = Agent("reporter", nats_url=nats_server.url, heartbeat_seconds=0.2)
+
+    @stopped.handle("reports.run")
+    async def run(request: Request) -> None:
+        return None
+
+    await stopped.start()
+    await stopped.stop()
+    with agent_process(nats_server.url, "doomed") as doomed:
+        async with Agent("fraud-check", nats_url=nats_server.url, heartbeat_seconds=0.2):
+            await asyncio.sleep(0.3)
+            states = {(s.agent, s.state) for s in await agent_statuses(watcher)}
+            assert states == {("echo", "live"), ("fraud-check", "live"), ("reporter", "stopped")}
+            doomed.kill()
+            doomed.wait()
+            await asyncio.sleep(1.0)
+            statuses = {s.agent: s for s in await agent_statuses(watcher)}
+            assert statuses["echo"].state == "silent"
+            assert statuses["echo"].subjects == ("work.echo",)
+            assert statuses["fraud-check"].state == "live"
+    await watcher.close()
+
+
+def test_the_public_surface_is_locked() -> None:
+    """What the SDKs export is their contract: change it on purpose, here and in the docs."""
+    assert set(edge_agent.__all__) == {
+        "CLASSIFICATIONS", "HEADER_AGENT_ERROR", "HEADER_CLASS", "HEADER_MSG_ID",
+        "HEADER_REASON", "HEADER_REPLY_TO", "HEADER_RULE", "HEADER_STATUS", "Agent",
+        "AgentError", "AgentStats", "AgentStatus", "DelegationFailed", "Denied", "Handler",
+        "HandlerFailed", "Request", "TimedOut", "Unavailable", "agent_statuses",
+        "dead_letter_subject", "outbound_subject",
+    }  # fmt: skip
+    assert set(cloud_agent.__all__) == {
+        "HEADER_AGENT_ERROR", "HEADER_CLASS", "HEADER_POLICY", "HEADER_RB_MSG_ID",
+        "HEADER_REPLY_TOKEN", "HEADER_RULE", "HEADER_SITE", "HEADER_TO", "CapabilityHandler",
+        "CloudAgent", "CloudAgentStats", "CloudRequest", "Digest", "Token",
+        "dead_letter_subject", "inbound_subject", "reply_subject", "tokens_in", "with_pseudonyms",
+    }  # fmt: skip
+    for module in (edge_agent, cloud_agent):
+        for name in module.__all__:
+            assert getattr(module, name) is not None
+
+
+@pytest.mark.parametrize("name", ["", "a.b", "a*", "with space"])
+def test_agent_names_are_one_subject_token(name: str) -> None:
+    with pytest.raises(ValueError, match="one subject token"):
+        Agent(name)
