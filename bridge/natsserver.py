@@ -7,6 +7,7 @@ so; a restart keeps the port and the JetStream state directory.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
@@ -35,6 +36,17 @@ def nats_server_binary() -> str:
     return found
 
 
+def die_with_parent() -> None:
+    """In a child before exec: be SIGKILLed when the parent dies (Linux), so a killed
+    supervisor leaves nothing running."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 class NatsServer:
     def __init__(
         self,
@@ -44,12 +56,14 @@ class NatsServer:
         sync_interval: str | None = None,
         extra_config: str = "",
         name: str = "nats",
+        die_with_parent: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.port = port
         self.sync_interval = sync_interval
         self.extra_config = extra_config
         self.name = name
+        self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -83,6 +97,7 @@ class NatsServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent if self.die_with_parent else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -152,6 +152,10 @@ class CloudAgent:
     def capabilities(self) -> tuple[str, ...]:
         return tuple(self._handlers)
 
+    async def _on_nats_error(self, error: Exception) -> None:
+        # Instead of nats-py's default, which logs a traceback for every failed attempt.
+        log.warning("NATS: %s", _error_text(error))
+
     # --- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -162,6 +166,7 @@ class CloudAgent:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             connect_timeout=5,
+            error_cb=self._on_nats_error,
             **self._connect_options,
         )
         js = self._nc.jetstream()

@@ -142,6 +142,7 @@ class Agent:
         self._nc: Client | None = None
         self._heartbeat: Heartbeat | None = None
         self._stopped = asyncio.Event()
+        self._last_nats_error = ""
 
     # --- declaring -------------------------------------------------------------------------
 
@@ -173,6 +174,11 @@ class Agent:
             raise RuntimeError("the agent is not started")
         return self._nc
 
+    async def _on_nats_error(self, error: Exception) -> None:
+        # Instead of nats-py's default, which logs a traceback for every failed attempt.
+        self._last_nats_error = _error_text(error)
+        log.warning("NATS: %s", self._last_nats_error)
+
     # --- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -186,6 +192,7 @@ class Agent:
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
                     connect_timeout=min(5.0, self.connect_timeout),
+                    error_cb=self._on_nats_error,
                     **self._connect_options,
                 ),
                 self.connect_timeout,

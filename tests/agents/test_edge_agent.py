@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import nats
+import orjson
 import pytest
 from nats.aio.msg import Msg
 
@@ -217,3 +218,45 @@ def test_the_public_surface_is_locked() -> None:
 def test_agent_names_are_one_subject_token(name: str) -> None:
     with pytest.raises(ValueError, match="one subject token"):
         Agent(name)
+
+
+async def test_rbridge_agents_lists_them_and_fails_when_one_went_silent(
+    nats_server: NatsServer,
+) -> None:
+    def agents_command(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bridge.cli.main", "agents", "--nats", nats_server.url, *extra],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    empty = await asyncio.to_thread(agents_command)
+    assert (empty.returncode, empty.stdout) == (
+        0,
+        "no agents have announced themselves on this NATS\n",
+    )
+    with agent_process(nats_server.url, "doomed") as doomed:
+        listed = await asyncio.to_thread(agents_command)
+        assert listed.returncode == 0, listed.stderr
+        assert "echo" in listed.stdout
+        assert "live" in listed.stdout
+        assert "work.echo" in listed.stdout
+        doomed.kill()
+        doomed.wait()
+    await asyncio.sleep(0.8)
+    silent = await asyncio.to_thread(agents_command, "--json")
+    assert silent.returncode == 1
+    (line,) = silent.stdout.splitlines()
+    assert orjson.loads(line)["state"] == "silent"
+    unreachable = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bridge.cli.main", "agents", "--nats", "nats://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith("rbridge agents: error: cannot connect to NATS")
+    assert "Traceback" not in unreachable.stderr

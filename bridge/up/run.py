@@ -1,0 +1,162 @@
+"""Run the whole system, feed it claims, show it, and sum up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+import orjson
+from nats.aio.msg import Msg
+from rich.console import Console
+from rich.live import Live
+
+from bridge.audit import verify_paths
+from bridge.up.stack import Stack, fetch_text
+from bridge.up.traffic import EXPECTED_DENY_RULE, Feeder, Tally
+from bridge.up.view import EdgeFigures, render
+from cloud_agent.examples.claims import claims_agents
+from edge_agent import Agent
+from edge_agent.examples.claims import fraud_agent, intake_agent
+
+
+@dataclass(frozen=True)
+class Options:
+    state: Path
+    policy: Path
+    count: int | None
+    rate: float
+    deny_every: int
+    live: bool
+
+
+async def run(options: Options, console: Console) -> dict[str, Any]:
+    """Bring the system up, feed it, and return the summary; everything is stopped on return."""
+    stack = Stack(options.state, options.policy)
+    tally = Tally()
+    cloud_sample: dict[str, Any] = {}
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stopping.set)
+    cloud_agents: list[Any] = []
+    edge_agents: list[Agent] = []
+    observer = None
+    try:
+        console.print(f"starting in {options.state} …")
+        await asyncio.to_thread(stack.prepare)
+        await stack.start()
+        cloud_agents.extend(claims_agents(stack.cloud_nats.url))
+        edge_url = stack.edge_nats.url
+        edge_agents.extend(
+            [fraud_agent(edge_url), intake_agent(edge_url), Agent("front-desk", nats_url=edge_url)]
+        )
+        for agent in (*cloud_agents, *edge_agents):
+            await agent.start()
+        observer = await nats.connect(stack.cloud_nats.url)
+
+        async def observe(message: Msg) -> None:
+            # What the cloud parser received for the sample claim (a copy, not a consumer).
+            if cloud_sample or tally.sample_edge is None:
+                return
+            document = orjson.loads(message.data)
+            if document.get("claim_id") == tally.sample_edge["claim_id"]:
+                cloud_sample.update(document)
+
+        await observer.subscribe("rb.in.docs.parse", cb=observe)
+        where = {
+            "edge bridge": f"{stack.edge.base}/metrics  {stack.edge.base}/readyz",
+            "EU gateway": f"{stack.gateway.base}/metrics  {stack.gateway.base}/readyz",
+            "US gateway": f"{stack.gateway_us.base}/metrics  {stack.gateway_us.base}/readyz",
+            "audit trail": str(stack.audit_dir),
+            "logs": str(options.state / "logs"),
+            "edge NATS / cloud NATS": f"{stack.edge_nats.url}  {stack.cloud_nats.url}",
+        }
+        console.print("[bold green]Residency Bridge is up.[/bold green] Ctrl-C stops everything.")
+        for label, value in where.items():
+            console.print(f"  {label}: {value}")
+        feeder = asyncio.create_task(
+            Feeder(edge_agents[-1], tally, deny_every=options.deny_every).run(
+                options.count, options.rate
+            )
+        )
+        stop_wait = asyncio.create_task(stopping.wait())
+
+        async def figures() -> EdgeFigures:
+            return EdgeFigures.parse(
+                await asyncio.to_thread(fetch_text, f"{stack.edge.base}/metrics")
+            )
+
+        if options.live:
+            with Live(render(tally, EdgeFigures(), None, where), console=console) as live:
+                while not feeder.done() and not stopping.is_set():
+                    await asyncio.wait({feeder, stop_wait}, timeout=0.5)
+                    live.update(render(tally, await figures(), cloud_sample or None, where))
+        else:
+            await asyncio.wait({feeder, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        feeder.cancel()
+        stop_wait.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeder
+        final = await figures()
+        if not options.live:
+            console.print(render(tally, final, cloud_sample or None, where))
+        return summarize(tally, final, stack, interrupted=stopping.is_set())
+    finally:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(number)
+        for agent in (*edge_agents, *cloud_agents):
+            with contextlib.suppress(Exception):
+                await agent.stop()
+        if observer is not None:
+            with contextlib.suppress(Exception):
+                await observer.close()
+        await asyncio.to_thread(stack.stop)
+
+
+def summarize(
+    tally: Tally, figures: EdgeFigures, stack: Stack, *, interrupted: bool
+) -> dict[str, Any]:
+    report = verify_paths([stack.audit_dir]) if stack.audit_dir.exists() else None
+    denied_expected = tally.denied_by_rule.get(EXPECTED_DENY_RULE, 0)
+    p50, p99 = tally.percentile(0.5), tally.percentile(0.99)
+    ok = (
+        not interrupted
+        and tally.claims_sent > 0
+        and tally.replies == tally.claims_sent
+        and tally.named_correctly == tally.claims_sent
+        and denied_expected == tally.denies_expected
+        and not tally.errors
+        and report is not None
+        and report.ok
+    )
+    return {
+        "ok": ok,
+        "interrupted": interrupted,
+        "sent": tally.sent,
+        "claims": tally.claims_sent,
+        "replies": tally.replies,
+        "reidentified": tally.named_correctly,
+        "denies_expected": tally.denies_expected,
+        "denied_by_rule": dict(tally.denied_by_rule),
+        "errors": dict(tally.errors),
+        "edge": {
+            "allowed": figures.outbound("allow"),
+            "denied": figures.outbound("deny"),
+            "denied_by_rule": figures.denied_by_rule(),
+            "transforms": dict(figures.transforms),
+        },
+        "round_trip_ms": {
+            "p50": round(p50 * 1000, 1) if p50 is not None else None,
+            "p99": round(p99 * 1000, 1) if p99 is not None else None,
+        },
+        "audit": {
+            "dir": str(stack.audit_dir),
+            "records": report.records if report else 0,
+            "verified": bool(report and report.ok),
+        },
+    }

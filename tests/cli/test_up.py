@@ -1,0 +1,147 @@
+"""``rbridge up``: the whole system in one command, and nothing left running afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def rbridge_up(*arguments: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli.main", "up", *arguments],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def survivors(marker: Path) -> list[str]:
+    """Processes whose command line mentions ``marker`` (our state directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(marker) in command:
+            found.append(f"{entry.name}: {command}")
+    return found
+
+
+def wait_for_no_survivors(marker: Path, seconds: float = 10) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while (left := survivors(marker)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def wait_until_up(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    seen = ""
+    for line in process.stdout:
+        seen += line
+        if "Residency Bridge is up" in line:
+            return seen
+    raise AssertionError(f"rbridge up never came up:\n{seen}")
+
+
+def test_once_answers_every_claim_denies_every_health_record_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    state, summary_file = tmp_path / "state", tmp_path / "summary.json"
+    process = rbridge_up(
+        "--once", "--claims", "30", "--state-dir", str(state), "--json", str(summary_file)
+    )
+    output, _ = process.communicate(timeout=240)
+    assert process.returncode == 0, output
+    summary = orjson.loads(summary_file.read_bytes())
+    assert summary["ok"] is True
+    assert (summary["sent"], summary["claims"], summary["replies"], summary["reidentified"]) == (
+        30,
+        27,
+        27,
+        27,
+    )
+    assert summary["denied_by_rule"] == {"health-data-stays-home": 3}
+    assert summary["edge"]["denied_by_rule"] == {"health-data-stays-home": 3}
+    assert summary["edge"]["allowed"] == 2 * 27  # docs.parse and claims.triage per claim
+    assert summary["edge"]["transforms"]["tokenize"] == 27
+    assert summary["errors"] == {}
+    assert summary["audit"]["verified"] is True
+    assert "as the cloud saw it" in output
+    assert wait_for_no_survivors(state) == []
+
+
+def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    process = rbridge_up(
+        "--state-dir", str(state), "--rate", "20", "--json", str(tmp_path / "s.json")
+    )
+    try:
+        wait_until_up(process)
+        assert len(survivors(state)) >= 5  # two NATS servers, two gateways, the edge bridge
+        time.sleep(2)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    summary = orjson.loads((tmp_path / "s.json").read_bytes())
+    assert summary["interrupted"] is True
+    assert summary["replies"] > 0
+    assert summary["audit"]["verified"] is True
+    assert wait_for_no_survivors(state) == []
+
+
+def test_a_killed_rbridge_up_takes_its_children_with_it(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    process = rbridge_up("--state-dir", str(state), "--rate", "5")
+    try:
+        wait_until_up(process)
+        assert survivors(state)
+        process.kill()
+        process.wait(10)
+    finally:
+        process.kill()
+        if process.stdout is not None:
+            process.stdout.close()
+    assert wait_for_no_survivors(state) == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--rate", "0"], "must be greater than 0"),
+        (["--claims", "many"], "is not a number"),
+        (["--policy", "/nonexistent/policy.yaml"], "policy file not found"),
+    ],
+)
+def test_bad_arguments_are_one_line_usage_errors(arguments: list[str], message: str) -> None:
+    process = rbridge_up("--once", *arguments)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert message in output
+    assert "Traceback" not in output
+
+
+def test_a_state_dir_it_did_not_make_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    process = rbridge_up("--once", "--state-dir", str(tmp_path))
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "was not made by 'rbridge up'" in output
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
