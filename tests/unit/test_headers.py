@@ -1,0 +1,33 @@
+"""Header checks on the bus: what is refused and why."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.runtime.headers import MAX_HEADER_VALUE, MAX_HEADERS, header_problem, passthrough
+
+
+@pytest.mark.parametrize(
+    ("headers", "fragment"),
+    [
+        ({"Rb-Class": "confidential\r\nRb-Class: public"}, "contains CR, LF or NUL"),
+        ({"X-Note": "a\x00b"}, "contains CR, LF or NUL"),
+        ({"X-Note": "a\nb"}, "contains CR, LF or NUL"),
+        ({"Bad Name": "v"}, "forbidden character"),
+        ({"Bad:Name": "v"}, "forbidden character"),
+        ({"": "v"}, "forbidden character"),
+        ({"X-Big": "x" * (MAX_HEADER_VALUE + 1)}, "longer than"),
+        ({f"X-{n}": "v" for n in range(MAX_HEADERS + 1)}, "exceed the limit"),
+    ],
+)
+def test_bad_headers_are_named(headers: dict[str, str], fragment: str) -> None:
+    problem = header_problem(headers)
+    assert problem is not None
+    assert fragment in problem
+
+
+def test_ordinary_headers_pass_and_reserved_ones_are_dropped() -> None:
+    headers = {"Rb-Class": "internal", "Nats-Msg-Id": "m-1", "Traceparent": "00-ab-cd-01"}
+    assert header_problem(headers) is None
+    assert passthrough(headers) == {"Traceparent": "00-ab-cd-01"}
+    assert passthrough({"rb-site": "forged", "NATS-Expected-Stream": "x"}) == {}
