@@ -13,6 +13,7 @@ from bridge.cloud.replies import ReplyForwarder
 from bridge.cloud.store import CloudGuard, CloudStore
 from bridge.contract import INBOUND_PREFIX, REPLY_PREFIX, STREAM_IN, STREAM_REPLY
 from bridge.link import LinkGateway, Revocations, ServerTLS, TLSFiles
+from bridge.runtime import systemd
 from bridge.runtime.http import StatusServer
 from bridge.runtime.natsconn import connect
 from bridge.runtime.publisher import StreamPublisher
@@ -122,6 +123,10 @@ async def run(settings: CloudSettings) -> None:
         f"rbridge cloud: link on {settings.listen.rpartition(':')[0]}:{cloud.port}, status on port {cloud.http_port}",
         flush=True,
     )
+    systemd.ready(f"link on port {cloud.port}")
+    watchdog = asyncio.create_task(systemd.keep_watchdog_fed())
     await stop.wait()
     log.info("stopping")
+    systemd.stopping()
+    watchdog.cancel()
     await cloud.stop()

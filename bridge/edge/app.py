@@ -21,6 +21,7 @@ from bridge.edge.tokens import ReplyTokens
 from bridge.errors import RbridgeError
 from bridge.keys import FileKeyStore
 from bridge.link import ClientTLS, EdgeLink, Hello, LinkSettings, TLSFiles
+from bridge.runtime import systemd
 from bridge.runtime.http import StatusServer
 from bridge.runtime.natsconn import connect
 from bridge.runtime.streams import ensure_stream
@@ -184,6 +185,12 @@ class EdgeApp:
                 info = await self.subscription.consumer_info()
                 self.metrics.backlog.set(info.num_pending or 0)
 
+    def describe_policy(self) -> str:
+        current = self.policy.current
+        if current is None:
+            return "no policy loaded"
+        return f"policy {current.engine.name} revision {current.revision}"
+
     def reload(self, *, force: bool = False) -> bool:
         changed = self.policy.reload(force=force)
         if self.policy.last_error:
@@ -227,8 +234,18 @@ async def run(settings: EdgeSettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: app.reload(force=True))
+
+    def reload() -> None:
+        systemd.reloading()
+        app.reload(force=True)
+        systemd.ready(app.describe_policy())
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     print(f"rbridge edge: site {settings.site}, status on port {app.http_port}", flush=True)
+    systemd.ready(app.describe_policy())
+    watchdog = asyncio.create_task(systemd.keep_watchdog_fed())
     await stop.wait()
     log.info("stopping")
+    systemd.stopping()
+    watchdog.cancel()
     await app.stop()
