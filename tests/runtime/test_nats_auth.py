@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import nats
 import nkeys
 import pytest
 
@@ -31,6 +32,38 @@ async def test_an_nkey_seed_file_authenticates_and_nothing_else_does(tmp_path: P
         with pytest.raises(
             NatsConnectError, match=r"(?i)cannot connect to NATS at .*authorization"
         ):
+            await connect(server.url, timeout=3)
+    finally:
+        server.kill()
+
+
+async def test_rbridge_nats_nkeys_makes_the_identities_the_packaged_server_trusts(
+    tmp_path: Path,
+) -> None:
+    """Bridge and agents authenticate; agents may use JetStream but not delete the bridge's streams."""
+    from bridge.cli.main import main
+
+    # Beside the server's configuration, as /etc/rbridge/nats-auth.conf is beside nats.conf.
+    seeds, auth = tmp_path / "nkeys", tmp_path / "nats" / "nats-auth.conf"
+    assert main(["nats", "nkeys", "--dir", str(seeds), "--auth-conf", str(auth)]) == 2  # no dir
+    auth.parent.mkdir()
+    assert main(["nats", "nkeys", "--dir", str(seeds), "--auth-conf", str(auth)]) == 0
+    assert (seeds / "bridge.nk").stat().st_mode & 0o777 == 0o600
+    assert main(["nats", "nkeys", "--dir", str(seeds), "--auth-conf", str(auth)]) == 2
+    server = NatsServer(tmp_path / "nats", extra_config="include ./nats-auth.conf")
+    server.start()
+    try:
+        bridge = await connect(server.url, nkey_seed=seeds / "bridge.nk")
+        await bridge.jetstream().add_stream(name="RB_OUT", subjects=["rb.out.>"])
+        agents = await connect(server.url, nkey_seed=seeds / "agents.nk")
+        await agents.jetstream().publish("rb.out.docs.parse", b"{}")  # allowed
+        # A permission violation: the server drops the request, so no API answer comes.
+        with pytest.raises(nats.errors.TimeoutError):
+            await agents.jetstream().delete_stream("RB_OUT")
+        assert (await bridge.jetstream().stream_info("RB_OUT")).state.messages == 1
+        await agents.close()
+        await bridge.close()
+        with pytest.raises(NatsConnectError, match=r"(?i)authorization"):
             await connect(server.url, timeout=3)
     finally:
         server.kill()
