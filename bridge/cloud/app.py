@@ -77,7 +77,7 @@ class CloudGateway:
             name=settings.name,
         )
         self.replies.gateway = self.gateway
-        self.port = await self.gateway.start(settings.listen)
+        self.port = await self.gateway.start(settings.listen, settings.health_listen)
         host, _, port = settings.http.rpartition(":")
         self.status = StatusServer(self.metrics.registry, self.not_ready, host=host, port=int(port))
         self.http_port = await self.status.start()

@@ -55,6 +55,10 @@ class CloudSettings(RuntimeSettings):
     name: str | None = None
     listen: str = "127.0.0.1:7443"
     http: str = "127.0.0.1:9465"
+    health_listen: str | None = Field(
+        None,
+        description="Also serve the gRPC health service alone, without TLS, here (for probes).",
+    )
     trust_domain: str = DEFAULT_TRUST_DOMAIN
     tls: TLSSection
     crl: Path | None = None

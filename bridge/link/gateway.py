@@ -126,14 +126,20 @@ class LinkGateway(pb_grpc.LinkServicer):
         self.sessions: dict[str, list[Session]] = {}
         self.refused: list[tuple[str, str]] = []
         self._server: grpc.aio.Server | None = None
+        self._probe: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._watcher: asyncio.Task[None] | None = None
         self.port = 0
+        self.health_port = 0
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def start(self, address: str = "127.0.0.1:0") -> int:
-        """Listen on ``address`` (port 0: any free port); returns the port."""
+    async def start(self, address: str = "127.0.0.1:0", health_address: str | None = None) -> int:
+        """Listen on ``address`` (port 0: any free port); returns the port.
+
+        With ``health_address``, the standard gRPC health service alone is also served there
+        without TLS, for orchestrators' probes (they cannot present a client certificate).
+        """
         server = grpc.aio.server(options=self.settings.server_options())
         pb_grpc.add_LinkServicer_to_server(self, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -144,6 +150,15 @@ class LinkGateway(pb_grpc.LinkServicer):
         await self._health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._server = server
+        if health_address is not None:
+            probe = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, probe)
+            self.health_port = probe.add_insecure_port(health_address)
+            if self.health_port == 0:
+                await server.stop(None)
+                raise OSError(f"cannot listen on {health_address}")
+            await probe.start()
+            self._probe = probe
         self._watcher = asyncio.create_task(self._watch_revocations())
         log.info("gateway %s listening on port %d", self.name, self.port)
         return self.port
@@ -162,6 +177,9 @@ class LinkGateway(pb_grpc.LinkServicer):
             await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in sessions)), grace)
         await self._server.stop(grace)
         self._server = None
+        if self._probe is not None:
+            await self._probe.stop(None)
+            self._probe = None
 
     def _close_session(self, session: Session, reason: str) -> None:
         """Say goodbye and end the stream once the batch in hand is answered."""

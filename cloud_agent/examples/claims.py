@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 from typing import Any
 
@@ -135,5 +136,7 @@ async def main(nats_url: str) -> None:
 
 if __name__ == "__main__":
     arguments = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    arguments.add_argument("--nats", default="nats://127.0.0.1:4222")
+    arguments.add_argument(
+        "--nats", default=os.environ.get("RBRIDGE_AGENT_NATS_URL", "nats://127.0.0.1:4222")
+    )
     asyncio.run(main(arguments.parse_args().nats))

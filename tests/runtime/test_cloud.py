@@ -172,6 +172,33 @@ async def test_health_endpoints(cloud: CloudGateway) -> None:
     assert (await http_get(cloud.http_port, "/readyz")).strip() == "ready"
 
 
+async def test_plaintext_grpc_health_for_probes_serves_health_and_nothing_else(
+    pki: Pki, nats_server: NatsServer
+) -> None:
+    """Orchestrators probe gRPC health without a client certificate; the link stays mTLS-only."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from bridge.link.v1 import link_pb2_grpc
+
+    gateway = CloudGateway(cloud_settings(pki, nats_server.url, health_listen="127.0.0.1:0"))
+    await gateway.start()
+    try:
+        assert gateway.gateway is not None
+        port = gateway.gateway.health_port
+        assert port not in (0, gateway.port)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
+            answer = await check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                call = link_pb2_grpc.LinkStub(channel).Connect(timeout=5)
+                await call.read()
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await gateway.stop()
+
+
 async def http_get(port: int, path: str) -> str:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
