@@ -27,7 +27,8 @@ from edge_agent.examples.claims import fraud_agent, intake_agent
 from edge_agent.examples.samples import claim
 from tests.deploy.podman import ROOT, environment, require_containers, run
 
-pytestmark = [pytest.mark.slow, pytest.mark.deploy]
+# Builds (debootstrap, wheels, images, packages) happen in the first test: allow for them.
+pytestmark = [pytest.mark.slow, pytest.mark.deploy, pytest.mark.timeout(1800)]
 VERSION = "0.1.0"
 
 

@@ -30,7 +30,8 @@ from edge_agent import Agent, Denied
 from edge_agent.examples.samples import claim
 from tests.deploy.podman import ROOT, Container, require_containers, run
 
-pytestmark = [pytest.mark.slow, pytest.mark.deploy]
+# Builds (debootstrap, wheels, images, packages) happen in the first test: allow for them.
+pytestmark = [pytest.mark.slow, pytest.mark.deploy, pytest.mark.timeout(1800)]
 UPGRADE_VERSION = "0.1.1"
 # The container shares this host's network; its NATS listens on loopback port 4222.
 ONPREM_NATS = "nats://127.0.0.1:4222"
