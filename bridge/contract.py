@@ -72,3 +72,9 @@ def reply_subject(site: str) -> str:
 def dead_letter_subject(agent: str) -> str:
     """Where an agent puts a message that kept failing, with the error."""
     return f"{AGENTS_PREFIX}dead.{agent}"
+
+
+def error_summary(error: BaseException) -> str:
+    """An error's type and message on one line, short enough for an ``Agent-Error`` header."""
+    text = f"{type(error).__name__}: {error}".replace("\r", " ").replace("\n", " ")
+    return text[:200]

@@ -60,6 +60,7 @@ from bridge.contract import (
     HEADER_TO,
     STREAM_IN,
     dead_letter_subject,
+    error_summary,
     inbound_subject,
     reply_subject,
 )
@@ -92,11 +93,6 @@ class CloudAgentStats:
     duplicates: int = 0
     failed_attempts: int = 0
     dead_lettered: int = 0
-
-
-def _error_text(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}".replace("\r", " ").replace("\n", " ")
-    return text[:200]
 
 
 class CloudAgent:
@@ -154,7 +150,7 @@ class CloudAgent:
 
     async def _on_nats_error(self, error: Exception) -> None:
         # Instead of nats-py's default, which logs a traceback for every failed attempt.
-        log.warning("NATS: %s", _error_text(error))
+        log.warning("NATS: %s", error_summary(error))
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -303,7 +299,7 @@ class CloudAgent:
         if attempt < self.max_attempts:
             await message.nak(delay=self.retry_delay * 2 ** (attempt - 1))
             return
-        text = _error_text(error)
+        text = error_summary(error)
         headers = message.headers or {}
         dead = {
             HEADER_AGENT_ERROR: text,

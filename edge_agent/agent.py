@@ -28,7 +28,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,7 @@ from bridge.contract import (
     HEADER_RULE,
     HEADER_STATUS,
     dead_letter_subject,
+    error_summary,
     outbound_subject,
 )
 from edge_agent.errors import AgentError, Denied, HandlerFailed, TimedOut, Unavailable
@@ -96,12 +97,6 @@ class _Waiting:
 def encode(payload: Any) -> bytes:
     """Payloads are JSON; bytes are sent as they are."""
     return payload if isinstance(payload, bytes) else orjson.dumps(payload)
-
-
-def _error_text(error: BaseException) -> str:
-    # The type and message of the error, on one line: it travels in a header.
-    text = f"{type(error).__name__}: {error}".replace("\r", " ").replace("\n", " ")
-    return text[:200]
 
 
 class Agent:
@@ -176,7 +171,7 @@ class Agent:
 
     async def _on_nats_error(self, error: Exception) -> None:
         # Instead of nats-py's default, which logs a traceback for every failed attempt.
-        self._last_nats_error = _error_text(error)
+        self._last_nats_error = error_summary(error)
         log.warning("NATS: %s", self._last_nats_error)
 
     # --- life cycle ------------------------------------------------------------------------
@@ -185,7 +180,7 @@ class Agent:
         """Connect, subscribe every handler in the agent's queue group, start the heartbeat."""
         try:
             # Retried until ``connect_timeout``; once connected, reconnects go on for ever.
-            self._nc = await asyncio.wait_for(
+            self._nc = await _within(
                 nats.connect(
                     self.nats_url,
                     name=f"{self.name}/{self.instance}",
@@ -198,9 +193,8 @@ class Agent:
                 self.connect_timeout,
             )
         except (OSError, NatsError, TimeoutError) as error:
-            raise Unavailable(
-                self.nats_url, f"cannot connect to NATS: {_error_text(error)}"
-            ) from None
+            why = self._last_nats_error or error_summary(error)
+            raise Unavailable(self.nats_url, f"cannot connect to NATS: {why}") from None
         self._inbox = f"_INBOX.{self.name}.{uuid.uuid4().hex}"
         await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_answer)
         for subject in self._handlers:
@@ -310,7 +304,7 @@ class Agent:
         self, message: Msg, headers: dict[str, str], error: BaseException
     ) -> None:
         self.stats.dead_lettered += 1
-        text = _error_text(error)
+        text = error_summary(error)
         dead_headers = {
             **{k: v for k, v in headers.items() if not k.startswith("Nats-")},
             HEADER_AGENT_ERROR: text,
@@ -480,6 +474,21 @@ def _answer(subject: str, message: Msg) -> Any:
         return orjson.loads(message.data)
     except orjson.JSONDecodeError:
         raise HandlerFailed(subject, "the answer is not JSON") from None
+
+
+async def _within(connecting: Coroutine[Any, Any, Client], timeout: float) -> Client:
+    # asyncio.wait_for can lose its cancellation inside nats-py's endless reconnect loop
+    # (Python 3.11): cancel until the attempt really stops.
+    task = asyncio.ensure_future(connecting)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if done:
+        return task.result()
+    for _ in range(40):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=0.25)
+        if done:
+            break
+    raise TimeoutError(f"no connection within {timeout:g} s")
 
 
 def _matches(pattern: list[str], subject: list[str]) -> bool:

@@ -338,7 +338,7 @@ class EdgeBridge:
             )
             self.background.spawn(self._notify(pending.reply_to, decision))
 
-    # --- inbound: replies from the cloud --------------------------------------------------
+    # --- inbound: replies and requests from the cloud ------------------------------------
 
     async def accept(self, envelopes: Sequence[Envelope]) -> Sequence[Reject | None]:
         """Replies and cloud-initiated requests: deliver what the policy allows, audit all."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ async def connect(
         log.warning("NATS error: %s", type(problem).__name__)
 
     try:
-        return await asyncio.wait_for(
+        return await within(
             nats.connect(
                 **options, disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error
             ),
@@ -73,3 +74,22 @@ async def connect(
     except (TimeoutError, OSError, nats.errors.Error) as failure:
         reason = problems[0] if problems else (str(failure) or type(failure).__name__)
         raise NatsConnectError(f"cannot connect to NATS at {url}: {reason[:200]}") from None
+
+
+async def within(connecting: Coroutine[Any, Any, Client], timeout: float) -> Client:
+    """Await a connection for at most ``timeout`` seconds, then give up on it for certain.
+
+    ``asyncio.wait_for`` can lose the cancellation when it lands as an inner timeout of
+    nats-py's reconnect loop fires (Python 3.11), and that loop never ends by itself: so the
+    attempt is cancelled until it really stops.
+    """
+    task = asyncio.ensure_future(connecting)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if done:
+        return task.result()
+    for _ in range(40):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=0.25)
+        if done:
+            break
+    raise TimeoutError(f"no connection within {timeout:g} s")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import nats
 import nkeys
@@ -67,3 +69,25 @@ async def test_rbridge_nats_nkeys_makes_the_identities_the_packaged_server_trust
             await connect(server.url, timeout=3)
     finally:
         server.kill()
+
+
+async def test_a_connection_attempt_that_swallows_a_cancellation_is_still_given_up() -> None:
+    """Like nats-py's reconnect loop when wait_for's cancellation is lost: cancel until it stops."""
+    from bridge.runtime.natsconn import within
+
+    swallowed = 0
+
+    async def stubborn() -> Any:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed == 1:
+                    continue  # the lost cancellation
+                raise
+
+    with pytest.raises(TimeoutError, match=r"no connection within 0\.1 s"):
+        await asyncio.wait_for(within(stubborn(), 0.1), 10)
+    assert swallowed == 2
