@@ -10,7 +10,6 @@ stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -58,6 +57,7 @@ class Heartbeat:
         self.started = time.time()
         self._bucket: KeyValue | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def record(self, *, stopped: bool = False) -> bytes:
         agent = self.agent
@@ -99,14 +99,19 @@ class Heartbeat:
             log.warning("heartbeat not written: %s", type(error).__name__)
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.interval)
             await self._beat()
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # A cancellation can be lost inside nats-py's publish (asyncio.wait_for on Python
+            # 3.11): cancel until the loop has really ended, and the flag ends it anyway.
+            for _ in range(40):
+                self._task.cancel()
+                done, _ = await asyncio.wait({self._task}, timeout=0.25)
+                if done:
+                    break
         if self._bucket is not None:
             await self._beat(stopped=True)

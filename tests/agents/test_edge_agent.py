@@ -260,3 +260,31 @@ async def test_rbridge_agents_lists_them_and_fails_when_one_went_silent(
     assert unreachable.returncode == 1
     assert unreachable.stderr.startswith("rbridge agents: error: cannot connect to NATS")
     assert "Traceback" not in unreachable.stderr
+
+
+async def test_stopping_heartbeats_survives_a_lost_cancellation() -> None:
+    """nats-py's publish can swallow a cancellation (wait_for on 3.11); stop() still ends."""
+    from edge_agent.heartbeat import Heartbeat
+
+    class StubbornBucket:
+        def __init__(self) -> None:
+            self.puts: list[bytes] = []
+            self.swallowed = 0
+
+        async def put(self, key: str, value: bytes) -> int:
+            self.puts.append(value)
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                self.swallowed += 1  # lost, as inside nats-py's request
+            return len(self.puts)
+
+    heartbeat = Heartbeat(Agent("beating"), interval=0.01)
+    bucket = StubbornBucket()
+    heartbeat._bucket = bucket  # type: ignore[assignment]
+    heartbeat._task = asyncio.create_task(heartbeat._loop())
+    await asyncio.sleep(0.2)
+    await asyncio.wait_for(heartbeat.stop(), 15)
+    assert heartbeat._task.done()
+    assert bucket.swallowed >= 1
+    assert orjson.loads(bucket.puts[-1])["stopped"] is True
