@@ -26,12 +26,17 @@ from tests.link.helpers import (
 )
 
 
-async def refused(link: EdgeLink, timeout: float = 10.0) -> str:
-    """Start the link, let it try, and return the error it reports (it must never come up)."""
+async def refused(link: EdgeLink, timeout: float = 10.0, expect: str = "") -> str:
+    """Start the link, let it try, and return the error it reports (it must never come up).
+
+    With ``expect``, wait for an error starting with it: gRPC sometimes reports a stream the
+    server aborted as it opened as a generic INTERNAL error, and the link simply tries again.
+    """
     await link.start()
     try:
         async with asyncio.timeout(timeout):
-            while not link.last_error:
+            while not link.last_error.startswith(expect) or not link.last_error:
+                assert link.state != "up"
                 await asyncio.sleep(0.02)
         assert link.state != "up"
         assert link.connects == 0
@@ -180,7 +185,7 @@ async def _refused_by_gateway(pki: Pki, files: TLSFiles, code: str, site: str = 
         on_result=Results(),
         settings=FAST,
     )
-    error = await refused(link)
+    error = await refused(link, expect="the gateway refused this site")
     assert error.startswith(f"the gateway refused this site: {code}:"), error
     assert code in [refusal for refusal, _ in gateway.refused]
     assert gateway.sessions == {}
