@@ -488,6 +488,8 @@ async def _within(connecting: Coroutine[Any, Any, Client], timeout: float) -> Cl
         done, _ = await asyncio.wait({task}, timeout=0.25)
         if done:
             break
+    if task.done() and not task.cancelled() and task.exception() is None:
+        await task.result().close()  # connected just too late: do not leak it
     raise TimeoutError(f"no connection within {timeout:g} s")
 
 

@@ -79,7 +79,7 @@ async def connect(
 async def within(connecting: Coroutine[Any, Any, Client], timeout: float) -> Client:
     """Await a connection for at most ``timeout`` seconds, then give up on it for certain.
 
-    ``asyncio.wait_for`` can lose the cancellation when it lands as an inner timeout of
+    ``asyncio.wait_for`` can lose its cancellation when it arrives just as an inner timeout in
     nats-py's reconnect loop fires (Python 3.11), and that loop never ends by itself: so the
     attempt is cancelled until it really stops.
     """
@@ -92,4 +92,6 @@ async def within(connecting: Coroutine[Any, Any, Client], timeout: float) -> Cli
         done, _ = await asyncio.wait({task}, timeout=0.25)
         if done:
             break
+    if task.done() and not task.cancelled() and task.exception() is None:
+        await task.result().close()  # connected just too late: do not leak it
     raise TimeoutError(f"no connection within {timeout:g} s")
