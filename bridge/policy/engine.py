@@ -86,6 +86,27 @@ class ReplyDecision:
     failed: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReturnRule:
+    """A reply or inbound rule, compiled: what it matches, what it restores, with which keys."""
+
+    name: str
+    patterns: tuple[SubjectPattern, ...]
+    paths: tuple[FieldPath, ...]
+    keys: tuple[str, ...]
+
+
+def _first(rules: tuple[ReturnRule, ...], subject: str) -> ReturnRule | None:
+    """The first of ``rules`` matching the concrete ``subject``, or None (also if invalid)."""
+    if subject_error(subject, pattern=False) is not None:
+        return None
+    tokens = subject.split(".")
+    for rule in rules:
+        if any(pattern.matches(tokens) for pattern in rule.patterns):
+            return rule
+    return None
+
+
 class Engine:
     """A policy compiled for evaluation, bound to the keys it needs."""
 
@@ -106,14 +127,8 @@ class Engine:
         self._current: dict[str, CryptoKey] = {}
         self.rules = tuple(self._compile(index, rule) for index, rule in enumerate(spec.rules))
         self._by_subject: dict[str, tuple[CompiledRule, ...]] = {}
-        self._replies = tuple(
-            (reply, tuple(SubjectPattern.parse(s) for s in reply.match.subjects))
-            for reply in spec.replies
-        )
-        self._inbound = tuple(
-            (rule, tuple(SubjectPattern.parse(s) for s in rule.match.subjects))
-            for rule in spec.inbound
-        )
+        self._replies = tuple(self._compile_return(r, r.name or "reply") for r in spec.replies)
+        self._inbound = tuple(self._compile_return(r, r.name) for r in spec.inbound)
         self._versions: dict[tuple[str, int], CryptoKey] = {}
 
     def _key(self, name: str) -> CryptoKey:
@@ -241,65 +256,48 @@ class Engine:
 
         Raises :class:`~bridge.policy.payload.PayloadError` for a malformed reply payload.
         """
-        rule = self.reply_rule(subject)
-        if rule is None or not rule.reidentify:
+        rule = _first(self._replies, subject)
+        if rule is None:
             parse_payload(payload, self.limits)
-            return ReplyDecision(rule.name if rule else None, payload, 0, 0)
-        return self._restore(rule, rule.name or "reply", payload)
+            return ReplyDecision(None, payload, 0, 0)
+        return self._restore(rule, payload)
 
     def evaluate_inbound(self, subject: str, payload: bytes) -> ReplyDecision | None:
         """A cloud-initiated request to local ``subject``: None when no inbound rule allows it.
 
         Raises :class:`~bridge.policy.payload.PayloadError` for a malformed payload.
         """
-        rule = self.inbound_rule(subject)
-        if rule is None:
+        if reserved_subject_error(subject) is not None:
             return None
-        if not rule.reidentify:
-            parse_payload(payload, self.limits)
-            return ReplyDecision(rule.name, payload, 0, 0)
-        return self._restore(rule, rule.name, payload)
+        rule = _first(self._inbound, subject)
+        return None if rule is None else self._restore(rule, payload)
 
-    def inbound_rule(self, subject: str) -> InboundRule | None:
-        """The first inbound rule allowing requests to local ``subject``, or None."""
-        if (
-            subject_error(subject, pattern=False) is not None
-            or reserved_subject_error(subject) is not None
-        ):
-            return None
-        tokens = subject.split(".")
-        for rule, patterns in self._inbound:
-            if any(pattern.matches(tokens) for pattern in patterns):
-                return rule
-        return None
+    def _compile_return(self, rule: ReplyRule | InboundRule, name: str) -> ReturnRule:
+        return ReturnRule(
+            name,
+            tuple(SubjectPattern.parse(s) for s in rule.match.subjects),
+            tuple(FieldPath.parse(p) for p in rule.reidentify),
+            rule.keys if rule.keys is not None else self.policy.spec.keys,
+        )
 
-    def _restore(self, rule: ReplyRule | InboundRule, name: str, payload: bytes) -> ReplyDecision:
+    def _restore(self, rule: ReturnRule, payload: bytes) -> ReplyDecision:
         document = parse_payload(payload, self.limits)
-        allowed = rule.keys if rule.keys is not None else self.policy.spec.keys
+        if not rule.paths:
+            return ReplyDecision(rule.name, payload, 0, 0)
         done = failed = 0
-        for text in rule.reidentify:
-            for container, slot in FieldPath.parse(text).locate(document):
+        for path in rule.paths:
+            for container, slot in path.locate(document):
                 value = container[slot]
                 version = token_version(value) if type(value) is str else None
                 if version is None:
                     continue
-                restored = self._reidentify(value, version, allowed)
+                restored = self._reidentify(value, version, rule.keys)
                 if restored is _FAILED:
                     failed += 1
                 else:
                     container[slot] = restored
                     done += 1
-        return ReplyDecision(name, orjson.dumps(document), done, failed)
-
-    def reply_rule(self, subject: str) -> ReplyRule | None:
-        """The first reply rule covering ``subject``, or None."""
-        if subject_error(subject, pattern=False) is not None:
-            return None
-        tokens = subject.split(".")
-        for rule, patterns in self._replies:
-            if any(pattern.matches(tokens) for pattern in patterns):
-                return rule
-        return None
+        return ReplyDecision(rule.name, orjson.dumps(document), done, failed)
 
     def _reidentify(self, token: str, version: int, allowed: tuple[str, ...]) -> Any:
         for name in allowed:
