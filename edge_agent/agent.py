@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NoStreamResponseError
 
+from bridge.cancellation import within
 from bridge.contract import (
     CLASSIFICATIONS,
     HEADER_AGENT_ERROR,
@@ -180,7 +182,7 @@ class Agent:
         """Connect, subscribe every handler in the agent's queue group, start the heartbeat."""
         try:
             # Retried until ``connect_timeout``; once connected, reconnects go on for ever.
-            self._nc = await _within(
+            self._nc = await within(
                 nats.connect(
                     self.nats_url,
                     name=f"{self.name}/{self.instance}",
@@ -191,16 +193,17 @@ class Agent:
                     **self._connect_options,
                 ),
                 self.connect_timeout,
+                "connection",
             )
         except (OSError, NatsError, TimeoutError) as error:
             why = self._last_nats_error or error_summary(error)
             raise Unavailable(self.nats_url, f"cannot connect to NATS: {why}") from None
         self._inbox = f"_INBOX.{self.name}.{uuid.uuid4().hex}"
         await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_answer)
-        for subject in self._handlers:
-            self._subscriptions.append(
-                await self._nc.subscribe(subject, queue=self.name, cb=self._on_request)
-            )
+        for subject, handler in self._handlers.items():
+            # Each subscription knows its handler: no subject matching of our own.
+            serve = functools.partial(self._on_request, handler)
+            self._subscriptions.append(await self._nc.subscribe(subject, queue=self.name, cb=serve))
         self._heartbeat = Heartbeat(self, self.heartbeat_seconds)
         await self._heartbeat.start()
         await self._nc.flush()
@@ -257,10 +260,10 @@ class Agent:
 
     # --- responding ------------------------------------------------------------------------
 
-    async def _on_request(self, message: Msg) -> None:
+    async def _on_request(self, handler: Handler, message: Msg) -> None:
         # The subscription delivers in order; run handlers concurrently, bounded.
         await self._slots.acquire()
-        task = asyncio.create_task(self._serve(message))
+        task = asyncio.create_task(self._serve(handler, message))
         self._running.add(task)
         task.add_done_callback(self._finished)
 
@@ -268,8 +271,7 @@ class Agent:
         self._running.discard(task)
         self._slots.release()
 
-    async def _serve(self, message: Msg) -> None:
-        handler = self._handler_for(message.subject)
+    async def _serve(self, handler: Handler, message: Msg) -> None:
         headers = dict(message.headers or {})
         error: BaseException | None = None
         for attempt in range(1, self.max_attempts + 1):
@@ -292,10 +294,8 @@ class Agent:
                     await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
                 continue
             self.stats.handled += 1
-            if message.reply and result is not None:
-                await self.nc.publish(message.reply, encode(result))
-            elif message.reply:
-                await self.nc.publish(message.reply, b"")
+            if message.reply:
+                await self.nc.publish(message.reply, b"" if result is None else encode(result))
             return
         assert error is not None
         await self._dead_letter(message, headers, error)
@@ -318,15 +318,6 @@ class Agent:
         log.error(
             "message on %s dead-lettered after %d attempts", message.subject, self.max_attempts
         )
-
-    def _handler_for(self, subject: str) -> Handler:
-        if subject in self._handlers:
-            return self._handlers[subject]
-        tokens = subject.split(".")
-        for pattern, handler in self._handlers.items():
-            if _matches(pattern.split("."), tokens):
-                return handler
-        raise LookupError(subject)  # pragma: no cover - NATS only delivers what we subscribed
 
     # --- asking other agents ---------------------------------------------------------------
 
@@ -474,29 +465,3 @@ def _answer(subject: str, message: Msg) -> Any:
         return orjson.loads(message.data)
     except orjson.JSONDecodeError:
         raise HandlerFailed(subject, "the answer is not JSON") from None
-
-
-async def _within(connecting: Coroutine[Any, Any, Client], timeout: float) -> Client:
-    # asyncio.wait_for can lose its cancellation inside nats-py's endless reconnect loop
-    # (Python 3.11): cancel until the attempt really stops.
-    task = asyncio.ensure_future(connecting)
-    done, _ = await asyncio.wait({task}, timeout=timeout)
-    if done:
-        return task.result()
-    for _ in range(40):
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=0.25)
-        if done:
-            break
-    if task.done() and not task.cancelled() and task.exception() is None:
-        await task.result().close()  # connected just too late: do not leak it
-    raise TimeoutError(f"no connection within {timeout:g} s")
-
-
-def _matches(pattern: list[str], subject: list[str]) -> bool:
-    for index, token in enumerate(pattern):
-        if token == ">":
-            return len(subject) > index
-        if index >= len(subject) or (token != "*" and token != subject[index]):
-            return False
-    return len(pattern) == len(subject)

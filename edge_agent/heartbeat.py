@@ -24,6 +24,7 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import Error as JetStreamError
 from nats.js.kv import KeyValue
 
+from bridge.cancellation import cancel_until_done
 from bridge.contract import AGENTS_BUCKET
 
 if TYPE_CHECKING:
@@ -106,12 +107,7 @@ class Heartbeat:
     async def stop(self) -> None:
         self._stopping = True
         if self._task is not None:
-            # A cancellation can be lost inside nats-py's publish (asyncio.wait_for on Python
-            # 3.11): cancel until the loop has really ended, and the flag ends it anyway.
-            for _ in range(40):
-                self._task.cancel()
-                done, _ = await asyncio.wait({self._task}, timeout=0.25)
-                if done:
-                    break
+            # A cancellation can be lost inside nats-py's publish; the flag ends the loop anyway.
+            await cancel_until_done(self._task)
         if self._bucket is not None:
             await self._beat(stopped=True)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import nats
 from nats.aio.client import Client
 
+from bridge.cancellation import within
 from bridge.errors import RbridgeError
 
 log = logging.getLogger("rbridge.nats")
@@ -70,28 +69,8 @@ async def connect(
                 **options, disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error
             ),
             timeout,
+            "connection",
         )
     except (TimeoutError, OSError, nats.errors.Error) as failure:
         reason = problems[0] if problems else (str(failure) or type(failure).__name__)
         raise NatsConnectError(f"cannot connect to NATS at {url}: {reason[:200]}") from None
-
-
-async def within(connecting: Coroutine[Any, Any, Client], timeout: float) -> Client:
-    """Await a connection for at most ``timeout`` seconds, then give up on it for certain.
-
-    ``asyncio.wait_for`` can lose its cancellation when it arrives just as an inner timeout in
-    nats-py's reconnect loop fires (Python 3.11), and that loop never ends by itself: so the
-    attempt is cancelled until it really stops.
-    """
-    task = asyncio.ensure_future(connecting)
-    done, _ = await asyncio.wait({task}, timeout=timeout)
-    if done:
-        return task.result()
-    for _ in range(40):
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=0.25)
-        if done:
-            break
-    if task.done() and not task.cancelled() and task.exception() is None:
-        await task.result().close()  # connected just too late: do not leak it
-    raise TimeoutError(f"no connection within {timeout:g} s")

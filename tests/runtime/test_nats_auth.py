@@ -73,7 +73,7 @@ async def test_rbridge_nats_nkeys_makes_the_identities_the_packaged_server_trust
 
 async def test_a_connection_attempt_that_swallows_a_cancellation_is_still_given_up() -> None:
     """Like nats-py's reconnect loop when wait_for's cancellation is lost: cancel until it stops."""
-    from bridge.runtime.natsconn import within
+    from bridge.cancellation import within
 
     swallowed = 0
 
@@ -89,5 +89,5 @@ async def test_a_connection_attempt_that_swallows_a_cancellation_is_still_given_
                 raise
 
     with pytest.raises(TimeoutError, match=r"no connection within 0\.1 s"):
-        await asyncio.wait_for(within(stubborn(), 0.1), 10)
+        await asyncio.wait_for(within(stubborn(), 0.1, "connection"), 10)
     assert swallowed == 2
