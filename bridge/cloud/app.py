@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 
 from bridge.cloud.config import CloudSettings
 from bridge.cloud.metrics import CloudMetrics
@@ -115,18 +114,8 @@ async def run(settings: CloudSettings) -> None:
     """Run until SIGTERM or SIGINT, then stop cleanly within the grace period."""
     cloud = CloudGateway(settings)
     await cloud.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     print(
         f"rbridge cloud: link on {settings.listen.rpartition(':')[0]}:{cloud.port}, status on port {cloud.http_port}",
         flush=True,
     )
-    systemd.ready(f"link on port {cloud.port}")
-    watchdog = asyncio.create_task(systemd.keep_watchdog_fed())
-    await stop.wait()
-    log.info("stopping")
-    systemd.stopping()
-    watchdog.cancel()
-    await cloud.stop()
+    await systemd.serve_until_signalled(cloud.stop, lambda: f"link on port {cloud.port}")

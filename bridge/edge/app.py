@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import uuid
 
 from nats.errors import TimeoutError as NatsTimeout
@@ -228,24 +227,10 @@ class EdgeApp:
 
 
 async def run(settings: EdgeSettings) -> None:
+    """Run until SIGTERM or SIGINT, reloading the policy on SIGHUP, then stop cleanly."""
     app = EdgeApp(settings)
     await app.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-
-    def reload() -> None:
-        systemd.reloading()
-        app.reload(force=True)
-        systemd.ready(app.describe_policy())
-
-    loop.add_signal_handler(signal.SIGHUP, reload)
     print(f"rbridge edge: site {settings.site}, status on port {app.http_port}", flush=True)
-    systemd.ready(app.describe_policy())
-    watchdog = asyncio.create_task(systemd.keep_watchdog_fed())
-    await stop.wait()
-    log.info("stopping")
-    systemd.stopping()
-    watchdog.cancel()
-    await app.stop()
+    await systemd.serve_until_signalled(
+        app.stop, app.describe_policy, reload=lambda: app.reload(force=True)
+    )

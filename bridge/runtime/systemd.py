@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 
 def _address() -> str | None:
@@ -69,3 +72,32 @@ async def keep_watchdog_fed() -> None:
     while True:
         notify("WATCHDOG=1")
         await asyncio.sleep(interval)
+
+
+async def serve_until_signalled(
+    stop: Callable[[], Awaitable[None]],
+    status: Callable[[], str],
+    *,
+    reload: Callable[[], object] | None = None,
+) -> None:
+    """Run a started service: tell systemd it is ready, feed the watchdog, reload on SIGHUP,
+    and on SIGTERM or SIGINT say it is stopping and await ``stop()``."""
+    stopping_now = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping_now.set)
+    if reload is not None:
+
+        def reload_now() -> None:
+            reloading()
+            reload()
+            ready(status())
+
+        loop.add_signal_handler(signal.SIGHUP, reload_now)
+    ready(status())
+    watchdog = asyncio.create_task(keep_watchdog_fed())
+    await stopping_now.wait()
+    logging.getLogger("rbridge").info("stopping")
+    stopping()
+    watchdog.cancel()
+    await stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,3 +52,30 @@ def test_without_systemd_nothing_happens(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("WATCHDOG_PID", "1")  # another process's watchdog
     assert systemd.notify("READY=1") is False
     assert systemd.watchdog_interval() is None
+
+
+async def test_a_service_reloads_on_sighup_and_stops_on_sigterm(
+    notify_socket: socket.socket,
+) -> None:
+    """The runtimes' life cycle: ready, SIGHUP → reloading/reload/ready, SIGTERM → stopping/stop."""
+    calls: list[str] = []
+
+    async def stop() -> None:
+        calls.append("stop")
+
+    service = asyncio.create_task(
+        systemd.serve_until_signalled(
+            stop, lambda: "revision 7", reload=lambda: calls.append("reload")
+        )
+    )
+    received = [await asyncio.to_thread(notify_socket.recv, 256)]
+    os.kill(os.getpid(), signal.SIGHUP)
+    received += [await asyncio.to_thread(notify_socket.recv, 256) for _ in range(2)]
+    os.kill(os.getpid(), signal.SIGTERM)
+    received.append(await asyncio.to_thread(notify_socket.recv, 256))
+    await asyncio.wait_for(service, 5)
+    assert calls == ["reload", "stop"]
+    assert received[0] == b"READY=1\nSTATUS=revision 7"
+    assert received[1].startswith(b"RELOADING=1")
+    assert received[2] == b"READY=1\nSTATUS=revision 7"
+    assert received[3] == b"STOPPING=1"
