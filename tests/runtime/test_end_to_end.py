@@ -9,7 +9,7 @@ import orjson
 from nats.aio.msg import Msg
 
 from bridge.audit import verify_paths
-from tests.runtime.world import World
+from tests.runtime.world import World, queue_of
 
 CLAIM = {
     "claim_id": "CLM-2026-1",
@@ -61,12 +61,7 @@ async def test_a_claim_goes_out_redacted_and_the_reply_comes_back_reidentified(
     agent = asyncio.create_task(cloud_parser(world, stop, seen))
     local = await nats.connect(world.edge_nats.url)
     inbox = local.new_inbox()
-    replies: asyncio.Queue[Msg] = asyncio.Queue()
-
-    async def collect(message: Msg) -> None:
-        await replies.put(message)
-
-    await local.subscribe(inbox, cb=collect)
+    replies = await queue_of(local, inbox)
     js = local.jetstream()
     await js.publish(
         "rb.out.docs.parse",
@@ -111,12 +106,7 @@ async def test_a_health_record_is_denied_and_the_sender_told_why(world: World) -
     await edge.links["cloud-eu"].wait_up(10)
     local = await nats.connect(world.edge_nats.url)
     inbox = local.new_inbox()
-    replies: asyncio.Queue[Msg] = asyncio.Queue()
-
-    async def collect(message: Msg) -> None:
-        await replies.put(message)
-
-    await local.subscribe(inbox, cb=collect)
+    replies = await queue_of(local, inbox)
     js = local.jetstream()
     await js.publish(
         "rb.out.health.records.upload", b'{"patient":"Jane Doe"}', headers={"Rb-Reply-To": inbox}

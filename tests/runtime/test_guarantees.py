@@ -11,13 +11,12 @@ from pathlib import Path
 import nats
 import orjson
 import pytest
-from nats.aio.msg import Msg
 from nats.js.api import RawStreamMsg
 
 from bridge.audit import verify_paths
 from tests.conftest import POLICIES
 from tests.runtime.test_cloud import http_get
-from tests.runtime.world import World
+from tests.runtime.world import World, queue_of
 
 
 async def stream_messages(url: str, stream: str) -> list[RawStreamMsg]:
@@ -207,12 +206,7 @@ async def test_bad_input_on_the_bus_is_denied_with_a_reason_and_nothing_is_lost(
     await edge.links["cloud-eu"].wait_up(10)
     local = await nats.connect(world.edge_nats.url)
     inbox = local.new_inbox()
-    notices: asyncio.Queue[Msg] = asyncio.Queue()
-
-    async def collect(message: Msg) -> None:
-        await notices.put(message)
-
-    await local.subscribe(f"{inbox}.>", cb=collect)
+    notices = await queue_of(local, f"{inbox}.>")
     js = local.jetstream()
     bad = {
         "not-json": (b"claimant=Jane", {}),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from bridge.cloud.app import CloudGateway
 from bridge.edge.app import EdgeApp
@@ -87,6 +90,17 @@ class World:
             await app.stop()
         for gateway in self.gateways.values():
             await gateway.stop()
+
+
+async def queue_of(connection: Client, subject: str) -> asyncio.Queue[Msg]:
+    """Subscribe to ``subject`` and return the queue its messages arrive in."""
+    arrived: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def collect(message: Msg) -> None:
+        await arrived.put(message)
+
+    await connection.subscribe(subject, cb=collect)
+    return arrived
 
 
 def make_world(root: Path, pki: Pki) -> World:
