@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.errors import UsageError
-from bridge.runtime.config import ConfigError
+from bridge.runtime.config import ConfigError, RuntimeSettings
+
+S = TypeVar("S", bound=RuntimeSettings)
 
 
 def register(commands: Any) -> None:
@@ -29,26 +31,22 @@ def register(commands: Any) -> None:
     edge.set_defaults(run=_edge, command_path=["edge"])
 
 
-def _problems(error: ConfigError) -> UsageError:
-    return UsageError("invalid configuration:\n  " + "\n  ".join(error.problems))
+def _load(kind: type[S], path: str | None) -> S:
+    """Settings from the file and the environment, or a usage error listing every problem."""
+    try:
+        return kind.load(path)
+    except ConfigError as error:
+        raise UsageError("invalid configuration:\n  " + "\n  ".join(error.problems)) from None
 
 
 def _cloud(arguments: argparse.Namespace) -> int:
     from bridge.cloud.app import run
     from bridge.cloud.config import CloudSettings
+    from bridge.link.tls import TLSFiles, load_material
     from bridge.runtime import logs
 
-    try:
-        settings = CloudSettings.load(arguments.config)
-    except ConfigError as error:
-        raise _problems(error) from None
-    missing = [
-        str(path)
-        for path in (settings.tls.cert, settings.tls.key, settings.tls.ca)
-        if not path.exists()
-    ]
-    if missing:
-        raise UsageError(f"TLS files not found: {', '.join(missing)}")
+    settings = _load(CloudSettings, arguments.config)
+    load_material(TLSFiles(settings.tls.cert, settings.tls.key, settings.tls.ca))
     if arguments.check_config:
         print(
             f"ok: cloud gateway for sites {', '.join(sorted(settings.sites))}, link on {settings.listen}"
@@ -67,10 +65,7 @@ def _edge(arguments: argparse.Namespace) -> int:
     from bridge.link.tls import TLSFiles, load_material
     from bridge.runtime import logs
 
-    try:
-        settings = EdgeSettings.load(arguments.config)
-    except ConfigError as error:
-        raise _problems(error) from None
+    settings = _load(EdgeSettings, arguments.config)
     load_material(TLSFiles(settings.tls.cert, settings.tls.key, settings.tls.ca))
     keys = FileKeyStore(settings.keys_dir)
     keys.current(settings.replies.key)

@@ -152,6 +152,17 @@ def test_check_config_accepts_good_and_explains_bad(world: World, tmp_path: Path
     cloud = run_cli("cloud", "--config", str(bad), "--check-config")
     assert cloud.returncode == 2
     assert "tls: Field required" in cloud.stderr
+    # The gateway's TLS files are read and checked too, not only looked for.
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    broken = tmp_path / "cloud.yaml"
+    broken.write_text(
+        f"tls: {{cert: {tmp_path / 'garbage.pem'}, key: {world.pki.root / 'gateway.key'}, "
+        f"ca: {world.pki.ca_path}}}\nsites: {{plant-a: {{capabilities: [docs.parse]}}}}\n"
+    )
+    cloud = run_cli("cloud", "--config", str(broken), "--check-config")
+    assert cloud.returncode == 1
+    assert "is not a PEM certificate" in cloud.stderr
+    assert "Traceback" not in cloud.stderr
 
 
 @pytest.mark.slow
