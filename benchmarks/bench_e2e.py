@@ -33,6 +33,7 @@ from benchmarks.bench_policy import reference_claim
 from bridge.keys import FileKeyStore
 from bridge.link.pki import write_dev_pki
 from bridge.natsserver import NatsServer
+from bridge.up.stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAIM = orjson.dumps(reference_claim())
@@ -278,14 +279,6 @@ def bridge_configs(
     cloud_path.write_text(yaml.safe_dump(cloud))
     edge_path.write_text(yaml.safe_dump(edge))
     return cloud_path, edge_path
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def start_bridge(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -22,6 +21,7 @@ from bridge.edge.config import EdgeSettings
 from bridge.keys import FileKeyStore
 from bridge.link.pki import write_dev_pki
 from bridge.natsserver import NatsServer
+from bridge.up.stack import free_port
 from edge_agent import Agent
 from edge_agent.examples.claims import fraud_agent, intake_agent
 from edge_agent.examples.samples import claim
@@ -30,12 +30,6 @@ from tests.deploy.podman import ROOT, environment, require_containers, run
 # Builds (debootstrap, wheels, images, packages) happen in the first test: allow for them.
 pytestmark = [pytest.mark.slow, pytest.mark.deploy, pytest.mark.timeout(1800)]
 VERSION = "0.1.0"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

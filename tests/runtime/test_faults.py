@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import orjson
 import pytest
 from nats.aio.msg import Msg
 
+from bridge.up.stack import free_port
 from tests.conftest import ROOT
 from tests.link.test_link_behaviour import BlackholeProxy
 from tests.runtime.test_cloud import cloud_settings
@@ -23,12 +23,6 @@ from tests.runtime.world import World
 
 COUNT = 3000
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def publish(world: World, first: int, last: int) -> None:
