@@ -5,7 +5,10 @@ Run: .venv/bin/python -m benchmarks.bench_policy [--iterations N] [--repeats R]
 Prints microseconds per full decision (parse, rule match, four transforms, serialise, leak guard)
 for canonical input (what the SDKs send) and for pretty-printed input (which also takes the
 duplicate-key re-check), the cost of orjson parse+dump alone, and the ratios to the targets:
-<= 25 us per decision on one core, and <= 10x the parse+dump.
+<= 25 us per decision on one core, and <= 10x the parse+dump. Then the adversarial lines:
+192 KB of date-like notes masked and guarded (linear time: well under a second), and the same
+claim with its notes written in fullwidth digits and invisible characters (the slow path of
+the normalised view).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from bridge.policy import Engine, MemoryKeyRing, Message, load_policy_file
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_US = 25.0
 TARGET_RATIO = 10.0
+TARGET_ADVERSARIAL_S = 1.0
 
 NOTES = (
     "Rear bumper and tail light damaged while the vehicle was parked outside the office on "
@@ -104,6 +108,31 @@ def main() -> None:
             f"target {TARGET_US:.0f} us: {'met' if value <= TARGET_US else 'MISSED'}, "
             f"{TARGET_RATIO:.0f}x: {'met' if value / baseline <= TARGET_RATIO else 'MISSED'}"
         )
+
+    # Adversarial input: many candidates that are refused (dates shaped like phone numbers).
+    hostile = orjson.dumps({**document, "notes": "03-10-2026; " * 16_000})
+    started = time.perf_counter()
+    decision = engine.evaluate(Message("docs.parse", hostile, headers))
+    elapsed = time.perf_counter() - started
+    print(
+        f"{len(hostile) // 1000} KB of date-like notes: {decision.verdict} in {elapsed:.3f} s  "
+        f"target < {TARGET_ADVERSARIAL_S:.0f} s: "
+        f"{'met' if elapsed < TARGET_ADVERSARIAL_S else 'MISSED'}"
+    )
+    disguised = dict(document)
+    disguised["notes"] = NOTES.translate(_FULLWIDTH).replace("@", "\u200b@")
+    disguised_message = Message("docs.parse", orjson.dumps(disguised), headers)
+    check = engine.evaluate(disguised_message)
+    assert check.allowed
+    assert check.payload is not None
+    assert b"7946" not in check.payload
+    unicode_us = per_call_us(
+        lambda: engine.evaluate(disguised_message), arguments.iterations // 4, arguments.repeats
+    )
+    print(f"decision, notes in fullwidth digits   {unicode_us:8.2f} us  (normalised view)")
+
+
+_FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
 
 
 if __name__ == "__main__":

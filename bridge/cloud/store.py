@@ -27,6 +27,7 @@ from bridge.contract import (
 from bridge.link import Envelope, Reject, SiteIdentity
 from bridge.link.envelope import STORE_FAILED
 from bridge.policy.detectors import BUILTIN_DETECTORS, DetectorSet
+from bridge.policy.leakguard import LeakGuard
 from bridge.policy.subjects import SubjectPattern
 from bridge.runtime.headers import header_problem, passthrough
 
@@ -49,14 +50,14 @@ class StoreMetrics(Protocol):
 class CloudGuard:
     """The gateway's own leak guard: classes refused unless permitted for the capability."""
 
-    scanner: DetectorSet
+    guard: LeakGuard
     permits: tuple[tuple[SubjectPattern, frozenset[str]], ...]
 
     @classmethod
     def of(cls, refuse: Sequence[str], permit: Mapping[str, Sequence[str]]) -> CloudGuard:
         scanner = DetectorSet.of(BUILTIN_DETECTORS[name] for name in refuse)
         return cls(
-            scanner,
+            LeakGuard(scanner),
             tuple((SubjectPattern.parse(p), frozenset(names)) for p, names in permit.items()),
         )
 
@@ -67,10 +68,7 @@ class CloudGuard:
             if pattern.matches(tokens):
                 allowed = names
                 break
-        for found in self.scanner.classes_in(payload, stop_unless=allowed):
-            if found not in allowed:
-                return found
-        return None
+        return self.guard.first_unpermitted(payload, allowed)
 
 
 class CloudStore:

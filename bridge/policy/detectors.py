@@ -1,9 +1,18 @@
 """Detectors of sensitive values in free text, built on RE2 (linear time, no backtracking).
 
-Each detector is a pattern that finds candidates plus, where a pattern alone would be too eager,
-a validator that confirms them (Luhn for payment cards, mod 97 for IBANs, the SSA's rules for US
-SSNs). A :class:`DetectorSet` compiles all of them into one RE2 set, so a text with nothing in it
-costs a single linear scan; only the detectors whose pattern hit are then run one by one.
+Each detector is a pattern that finds *candidates* plus, where a pattern alone would be too
+eager, a ``confirm`` function that returns the confirmed values inside a candidate (Luhn for
+payment cards, mod 97 for IBANs, the SSA's rules for US SSNs, and the boundaries RE2 cannot
+express without lookaround). A :class:`DetectorSet` compiles all of them into one RE2 set, so a
+text with nothing in it costs a single linear scan; only the detectors whose pattern hit are then
+run, each on its own and left to right, so a look-alike of one class never hides a value of
+another and the work stays linear in the text.
+
+Detection runs on the normalised view of a text (:mod:`bridge.policy.textview`): the patterns
+are ASCII, and a value written with fullwidth digits, an en dash or a zero-width space inside is
+found all the same. Values touching letters (``SSN536-22-8751``, ``card4111…``, ``Tel+44…``) are
+found too: digit runs are bounded by digits, not by word boundaries.
+
 Custom patterns from a policy go through the same engine, so none of them can hang the bridge.
 """
 
@@ -18,11 +27,22 @@ from typing import Any, NamedTuple
 import re2
 from re2 import _re2
 
+from bridge.policy.textview import TextView, needs_view, reading
+
 _UNANCHORED = re2._Anchor.UNANCHORED
 
-Validator = Callable[[str], bool]
+Found = list[tuple[int, int]]
+Confirm = Callable[[bytes, int, int], Found]
+"""Given the text (UTF-8 bytes) and a candidate's span, the spans of confirmed values in it."""
+
 MAX_CUSTOM_PATTERN_LENGTH = 1000
 _RE2_MAX_MEM = 8 << 20
+# Separators between the digit groups of a card, an SSN or a phone number, after normalisation
+# (every dash is '-', every space ' '): one to three of them, so "4111  1111" is one number.
+_SEP = r"[ .\-/_]"
+_GROUP_SEP = re.compile(rb"[ .\-/_]+")
+_DIGITS = frozenset(b"0123456789")
+_DOT = 0x2E
 
 
 def _re2_options() -> Any:
@@ -34,13 +54,18 @@ def _re2_options() -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Detector:
-    """A named class of sensitive value: a pattern, and optionally a validator of each hit."""
+    """A named class of sensitive value: a pattern, and optionally a confirmation of each hit.
+
+    ``bounded`` says a candidate has a bounded length, so after a refused candidate the scan may
+    look again one character further on (a refused run of unbounded length is skipped whole).
+    """
 
     name: str
     pattern: str
     description: str
-    validate: Validator | None = None
+    confirm: Confirm | None = None
     builtin: bool = True
+    bounded: bool = True
 
 
 def luhn_valid(digits: str) -> bool:
@@ -56,16 +81,93 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _valid_card(text: str) -> bool:
-    digits = text.replace(" ", "").replace("-", "")
-    return 13 <= len(digits) <= 19 and digits[0] in "123456" and luhn_valid(digits)
+def _digit_at(data: bytes, position: int) -> bool:
+    return 0 <= position < len(data) and data[position] in _DIGITS
 
 
-def _valid_us_ssn(text: str) -> bool:
-    if text[3] != text[6]:
-        return False
-    area, group, serial = text[0:3], text[4:6], text[7:11]
-    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+def _groups(data: bytes, start: int, end: int) -> list[tuple[int, int, bytes]]:
+    """The digit groups of a run: (start, end, separator before it) each."""
+    groups: list[tuple[int, int, bytes]] = []
+    position = start
+    separator = b""
+    for match in _GROUP_SEP.finditer(data, start, end):
+        groups.append((position, match.start(), separator))
+        separator = match.group()
+        position = match.end()
+    groups.append((position, end, separator))
+    return groups
+
+
+# Card numbers are printed in groups of four (the last may be shorter), or 4-6-5 / 4-6-4.
+def _card_shaped(sizes: Sequence[int]) -> bool:
+    if len(sizes) == 1:
+        return True
+    if len(sizes) == 3 and sizes[0] == 4 and sizes[1] == 6 and sizes[2] in (4, 5):
+        return True
+    return all(size == 4 for size in sizes[:-1]) and 1 <= sizes[-1] <= 4
+
+
+def _confirm_card(data: bytes, start: int, end: int) -> Found:
+    """Card numbers in a run of digit groups: every group-aligned window is tried.
+
+    A 19-digit run that fails Luhn may hold a valid 16-digit card after a 3-digit group
+    (``cvv 123 4111 1111 1111 1111``); a bare run of digits is one group and is not split.
+    """
+    groups = _groups(data, start, end)
+    found: Found = []
+    covered = start
+    for first in range(len(groups)):
+        if groups[first][0] < covered:
+            continue
+        sizes: list[int] = []
+        digits = b""
+        best: tuple[int, int] | None = None
+        for last in range(first, len(groups)):
+            begin, stop, _ = groups[last]
+            sizes.append(stop - begin)
+            digits += data[begin:stop]
+            if len(digits) > 19:
+                break
+            if (
+                len(digits) >= 12
+                and digits[0] in b"123456"
+                and _card_shaped(sizes)
+                and (len(digits) >= 13 or digits[0] in b"56")  # 12 digits: Maestro only
+                and luhn_valid(digits.decode())
+            ):
+                best = (groups[first][0], stop)
+        if best is not None:
+            found.append(best)
+            covered = best[1]
+    return found
+
+
+_SSN_LABELLED = re.compile(rb"\d{9}")
+_SSN_SHAPE = re.compile(rb"(\d{3})([ .\-/_]{1,3})(\d{2})([ .\-/_]{1,3})(\d{4})")
+
+
+def _confirm_ssn(data: bytes, start: int, end: int) -> Found:
+    if _digit_at(data, end):
+        return []
+    shaped = _SSN_SHAPE.search(data, start, end)
+    if shaped is not None:
+        area, first, group, second, serial = shaped.groups()
+        if set(first) != set(second):
+            return []  # mixed separators ("123-45 6789") are not written by people
+    else:
+        # "ssn: 536228751": a labelled run of nine digits.
+        shaped = _SSN_LABELLED.search(data, end - 9, end)
+        if shaped is None:
+            return []
+        value = shaped.group()
+        area, group, serial = value[:3], value[3:5], value[5:]
+    return [shaped.span()] if _ssn_parts_valid(area, group, serial) else []
+
+
+def _ssn_parts_valid(area: bytes, group: bytes, serial: bytes) -> bool:
+    return (
+        area not in (b"000", b"666") and area[:1] != b"9" and group != b"00" and serial != b"0000"
+    )
 
 
 # Lengths of IBANs by country (ISO 13616 registry), to cut a candidate at the right place.
@@ -89,41 +191,79 @@ def iban_mod97_valid(compact: str) -> bool:
     return number % 97 == 1
 
 
-def _valid_iban(text: str) -> bool:
-    compact = text.replace(" ", "")
+def _confirm_iban(data: bytes, start: int, end: int) -> Found:
+    text = data[start:end].decode("ascii", "replace").upper()
+    # Positions of the alphanumerics, so a cut can be mapped back past the separators.
+    places = [index for index, char in enumerate(text) if char.isalnum()]
+    compact = "".join(text[index] for index in places)
     expected = _IBAN_LENGTHS.get(compact[:2])
     if expected is not None:
-        return len(compact) >= expected and iban_mod97_valid(compact[:expected])
-    # Unknown country: the candidate may have swallowed a trailing group; try every cut.
-    return any(iban_mod97_valid(compact[:length]) for length in range(len(compact), 14, -1))
+        lengths: Iterable[int] = (expected,) if len(compact) >= expected else ()
+    else:
+        # Unknown country: the candidate may have swallowed a trailing group; try every cut.
+        lengths = range(len(compact), 14, -1)
+    for length in lengths:
+        if iban_mod97_valid(compact[:length]):
+            return [(start, start + places[length - 1] + 1)]
+    return []
 
 
-def _valid_ipv4(text: str) -> bool:
-    return all(int(octet) <= 255 for octet in text.split("."))
+def _confirm_ipv4(data: bytes, start: int, end: int) -> Found:
+    if data[start] not in _DIGITS:
+        start += 1  # the character before the address
+    # Part of a longer dotted number (a version, an OID) is no address.
+    if _digit_at(data, end) or (
+        end + 1 < len(data) and data[end] == _DOT and _digit_at(data, end + 1)
+    ):
+        return []
+    octets = data[start:end].split(b".")
+    return [(start, end)] if all(int(octet) <= 255 for octet in octets) else []
 
 
-def _valid_ipv6(text: str) -> bool:
+def _confirm_ipv6(data: bytes, start: int, end: int) -> Found:
+    text = data[start:end].decode("ascii", "replace")
     groups = [group for group in text.split(":") if group]
     # "Foo::bar" in source code is a valid address ("d::ba"); demand a little more substance.
     if len(groups) < 2 or sum(len(group) for group in groups) < 4:
-        return False
+        return []
     try:
         ipaddress.IPv6Address(text)
     except ValueError:
-        return False
-    return True
+        return []
+    return [(start, end)]
 
 
-_DATE_SHAPES = re.compile(r"\d{4}[-/. ]\d{2}[-/. ]\d{2}|\d{2}[-/. ]\d{2}[-/. ]\d{4}")
+_DATE_SHAPES = re.compile(rb"\d{4}[-/. ]\d{2}[-/. ]\d{2}|\d{2}[-/. ]\d{2}[-/. ]\d{4}")
 
 
-def _valid_phone(text: str) -> bool:
-    digits = sum(map(str.isdigit, text))
+_VALUE_START = re.compile(rb"[+(0-9]")
+
+
+def _confirm_phone(data: bytes, start: int, end: int) -> Found:
+    if _digit_at(data, end):
+        return []
+    # Past the character before a national number, or the label before a labelled one.
+    begin = _VALUE_START.search(data, start, end)
+    if begin is None:
+        return []
+    start = begin.start()
+    text = data[start:end]
+    digits = len(text) - len(text.translate(None, b"0123456789"))
     if not 8 <= digits <= 15:
-        return False
-    return text.startswith("+") or _DATE_SHAPES.fullmatch(text) is None
+        return []
+    if text[0] != 0x2B and _DATE_SHAPES.match(text) is not None:
+        return []  # a date, or a date and a time ("08.07.1997 15:20")
+    return [(start, end)]
 
 
+_S = r"[ .\-/]{1,2}"
+# Before a national number: not a digit, nor a separator after a digit ("08.07.1997 15").
+_NOT_AFTER_A_NUMBER = r"(?:^|[^0-9.\-/]|[A-Za-z][.\-/])"
+_PHONE_LABELS = r"(?i:phone|telephone|tel|mobile|mob|cell|fax|whatsapp)"
+_SSN_LABELS = r"(?i:ssn|social security(?: number| no)?|soc\.? ?sec\.?(?: ?no)?)"
+
+# In order of specificity: the leak guard names the first class it confirms, and a checksum or a
+# shape rule (SSN, card, IBAN) says more about a value than a phone number's loose shape.
 BUILTIN_DETECTORS: dict[str, Detector] = {
     detector.name: detector
     for detector in (
@@ -133,36 +273,47 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
             "e-mail addresses",
         ),
         Detector(
-            "phone",
-            r"\B\+\d{1,3}(?:[ .\-]?\(\d{1,4}\)|[ .\-]?\d{1,4})(?:[ .\-]?\d{2,5}){1,5}\b"
-            r"|(?:\(\d{3}\)[ .\-]?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b"
-            r"|\b0\d{1,4}[ /.\-]\d{2,4}(?:[ /.\-]?\d{2,4}){1,3}\b",
-            "phone numbers: international (+CC …), North American, and national with a leading 0 and a separator after the area code",
-            _valid_phone,
-        ),
-        Detector(
             "us_ssn",
-            r"\b\d{3}[\- ]\d{2}[\- ]\d{4}\b",
-            "US social security numbers (area, group and serial checked)",
-            _valid_us_ssn,
+            rf"(?:^|[^0-9])\d{{3}}{_SEP}{{1,3}}\d{{2}}{_SEP}{{1,3}}\d{{4}}"
+            rf"|{_SSN_LABELS}[^0-9A-Za-z]{{0,4}}\d{{9}}",
+            "US social security numbers (area, group and serial checked), and labelled runs of "
+            "nine digits",
+            _confirm_ssn,
         ),
         Detector(
             "credit_card",
-            r"\b(?:\d[ \-]?){12,18}\d\b",
-            "payment card numbers, 13 to 19 digits, Luhn-checked",
-            _valid_card,
+            rf"\d(?:{_SEP}{{0,3}}\d){{11,}}",
+            "payment card numbers, 13 to 19 digits (12 for Maestro), Luhn-checked",
+            _confirm_card,
+            bounded=False,
         ),
         Detector(
             "iban",
-            r"\b[A-Z]{2}\d{2} ?(?:[A-Z0-9]{4} ?){2,7}[A-Z0-9]{1,4}\b",
-            "international bank account numbers, mod-97-checked",
-            _valid_iban,
+            r"(?i:[a-z]{2}\d{2}(?:[ \-]?[a-z0-9]{4}){2,7}(?:[ \-]?[a-z0-9]{1,4})?)",
+            "international bank account numbers, mod-97-checked, in either case",
+            _confirm_iban,
+        ),
+        Detector(
+            "phone",
+            # International (+CC or 00CC), North American, national with a leading 0 (the area
+            # code maybe in parentheses), and a bare run of digits after a label such as "tel".
+            # RE2 has no lookbehind: "not after a number" is a consumed character (or two: a
+            # letter and a separator, "Tel.030 …"), or the start of the text.
+            r"\+\d{1,3}(?:[ .\-/]{0,2}\(\d{1,4}\)|[ .\-/]{0,2}\d{1,4})(?:[ .\-/]{0,2}\d{1,5}){1,5}"
+            rf"|{_NOT_AFTER_A_NUMBER}(?:00[1-9]\d{{0,2}}(?:{_S}\(\d{{1,4}}\)|{_S}\d{{1,4}})(?:{_S}\d{{1,5}}){{1,5}}"
+            rf"|(?:\(\d{{3}}\)[ .\-]{{0,2}}|\d{{3}}{_S})\d{{3}}{_S}\d{{4}}"
+            rf"|0\d{{1,4}}{_S}\d{{2,4}}(?:[ .\-/]{{0,2}}\d{{2,4}}){{1,3}}"
+            rf"|\(0\d{{1,4}}\)[ .\-/]{{0,2}}\d{{2,8}}(?:{_S}\d{{2,4}}){{0,3}})"
+            rf"|{_PHONE_LABELS}[^0-9A-Za-z]{{0,4}}\+?\d{{8,15}}",
+            "phone numbers: international (+CC or 00CC …), North American, national with a "
+            "leading 0 (area code maybe in parentheses), and labelled runs of digits",
+            _confirm_phone,
         ),
         Detector(
             "ipv4",
-            r"\b(?:\d{1,3}\.){3}\d{1,3}\b",
+            r"(?:^|[^0-9.])(?:\d{1,3}\.){3}\d{1,3}",
             "IPv4 addresses",
-            _valid_ipv4,
+            _confirm_ipv4,
         ),
         Detector(
             "ipv6",
@@ -170,7 +321,7 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
             r"\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b"
             r"|(?:\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?::(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6}\b)?",
             "IPv6 addresses",
-            _valid_ipv6,
+            _confirm_ipv6,
         ),
     )
 }
@@ -209,7 +360,7 @@ class _Pattern:
 
     The ``re2`` module's finditer re-encodes text and converts offsets in Python for every
     match, which costs several times the scan itself; the bridge works on bytes and needs only
-    the spans, so it calls the compiled pattern directly (one linear scan per match found).
+    the spans, so it calls the compiled pattern directly.
     """
 
     __slots__ = ("_regexp",)
@@ -219,35 +370,74 @@ class _Pattern:
         if not self._regexp.ok():
             raise ValueError(self._regexp.error())
 
-    def matches(self, data: bytes, position: int = 0) -> Iterator[tuple[tuple[int, int], ...]]:
-        """Each match from ``position`` on, left to right, as the spans of all its groups."""
-        end = len(data)
-        while position <= end:
-            spans = self._regexp.Match(_UNANCHORED, data, position, end)
-            start, stop = spans[0]
-            if start < 0:
-                return
-            yield spans
-            position = stop if stop > start else stop + 1
+    def search(self, data: bytes, position: int) -> tuple[int, int]:
+        """The leftmost match at or after ``position``: (start, end), or (-1, -1)."""
+        spans = self._regexp.Match(_UNANCHORED, data, position, len(data))
+        return spans[0]  # type: ignore[no-any-return]
+
+    def search_within(self, data: bytes, start: int, end: int) -> tuple[int, int]:
+        """The leftmost match inside ``data[start:end]`` (the text around it is context)."""
+        spans = self._regexp.Match(_UNANCHORED, data, start, end)
+        return spans[0]  # type: ignore[no-any-return]
+
+
+class _Together:
+    """Several detectors' patterns as one alternation, listed in the order that ranks them.
+
+    Finding the next candidate is one search without captures (RE2's DFA: fast); which detector
+    it belongs to is read by an anchored RE2 set over the candidate alone, which costs only the
+    candidate's length (RE2's capture groups would cost several times the search).
+    """
+
+    __slots__ = ("exact", "find", "members")
+
+    def __init__(self, detectors: Sequence[Detector], members: tuple[int, ...]) -> None:
+        self.members = members
+        chosen = [detectors[index].pattern for index in members]
+        self.find = _Pattern("|".join(f"(?:{pattern})" for pattern in chosen))
+        self.exact = re2.Set.FullMatchSet(_re2_options())
+        for pattern in chosen:
+            self.exact.Add(pattern)
+        self.exact.Compile()
+
+    def rank_of(self, candidate: bytes) -> int | None:
+        """The best rank among the members that match ``candidate`` whole (None: none does)."""
+        ranks = self.exact.Match(candidate)
+        return min(ranks) if ranks else None
 
 
 @dataclass(slots=True)
 class DetectorSet:
-    """Several detectors compiled together; scans UTF-8 bytes (or text, encoded once)."""
+    """Several detectors compiled together; scans normalised text.
+
+    Raises ValueError when RE2 cannot compile them together within its memory budget (a
+    policy's custom patterns can be too big in combination even when each compiles alone).
+    """
 
     detectors: tuple[Detector, ...]
     _set: Any = field(init=False, repr=False)
     _patterns: tuple[_Pattern, ...] = field(init=False, repr=False)
-    _combined: dict[tuple[str, ...], tuple[_Pattern, tuple[Detector, ...]]] = field(
-        init=False, repr=False
-    )
+    _index: dict[str, int] = field(init=False, repr=False)
+    _default_order: tuple[str, ...] = field(init=False, repr=False)
+    _combined: dict[tuple[str, ...], _Together] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._set = re2.Set.SearchSet(_re2_options())
-        for detector in self.detectors:
-            self._set.Add(detector.pattern)
-        self._set.Compile()
+        try:
+            self._set = re2.Set.SearchSet(_re2_options())
+            for detector in self.detectors:
+                self._set.Add(detector.pattern)
+            self._set.Compile()
+        except re2.error:
+            raise ValueError(
+                "the detectors together are too large for RE2's memory budget of "
+                f"{_RE2_MAX_MEM >> 20} MiB; simplify the custom patterns (bounded repeats of "
+                "character classes such as \\pL{200} are the usual cause)"
+            ) from None
         self._patterns = tuple(_Pattern(detector.pattern) for detector in self.detectors)
+        self._index = {detector.name: index for index, detector in enumerate(self.detectors)}
+        self._default_order = tuple(d.name for d in self.detectors if not d.builtin) + tuple(
+            d.name for d in self.detectors if d.builtin
+        )
         self._combined = {}
 
     @classmethod
@@ -261,112 +451,164 @@ class DetectorSet:
     def classes_in(self, text: str | bytes, stop_unless: frozenset[str] | None = None) -> list[str]:
         """The detector classes with at least one confirmed hit in ``text``.
 
-        With ``stop_unless``, returns as soon as one class outside it is confirmed (the leak
-        guard needs only the first forbidden class).
+        Text is read through its normalised view; bytes are scanned as they are (the leak guard
+        builds its own reading of serialised JSON first). With ``stop_unless``, returns as soon
+        as one class outside it is confirmed (the leak guard needs only the first forbidden one).
         """
-        data = text.encode() if isinstance(text, str) else text
+        data = reading(text).encode() if isinstance(text, str) else text
         hits = self._set.Match(data)
         if not hits:
             return []
         found: list[str] = []
         for index in sorted(hits):
             detector = self.detectors[index]
-            if detector.validate is None or self._confirmed(index, data):
+            if next(self._found(index, data), None) is not None:
                 found.append(detector.name)
                 if stop_unless is not None and detector.name not in stop_unless:
                     break
         return found
 
-    def _confirmed(self, index: int, data: bytes) -> bool:
-        validate = self.detectors[index].validate
-        assert validate is not None
-        for spans in self._patterns[index].matches(data):
-            start, stop = spans[0]
-            if validate(data[start:stop].decode("utf-8", "replace")):
-                return True
-        return False
+    def _found(self, index: int, data: bytes) -> Iterator[tuple[int, int]]:
+        """Each confirmed value of one detector in ``data``, left to right."""
+        detector = self.detectors[index]
+        confirm = detector.confirm
+        pattern = self._patterns[index]
+        position = 0
+        end = len(data)
+        while position <= end:
+            start, stop = pattern.search(data, position)
+            if start < 0:
+                return
+            if confirm is None:
+                yield start, stop
+                position = stop if stop > start else stop + 1
+                continue
+            confirmed = confirm(data, start, stop)
+            yield from confirmed
+            # A refused candidate of bounded length may overlap a real value starting inside it.
+            retry = not confirmed and detector.bounded
+            position = start + 1 if retry else max(stop, start + 1)
 
-    def spans(self, text: str | bytes, only: tuple[str, ...] | None = None) -> list[Span]:
-        """Confirmed hits (of the detectors in ``only``, or all), sorted, overlaps merged.
+    def spans(self, text: str, only: tuple[str, ...] | None = None) -> list[Span]:
+        """Confirmed hits in ``text`` (of the detectors in ``only``, or all), sorted, merged.
 
-        Where two detectors match the same text, the one named first in ``only`` wins (with
+        Offsets index ``text`` as given: detection reads its normalised view, and each hit is
+        mapped back to the original characters (invisible ones inside a value included). Where
+        hits overlap they are merged, named by the detector listed first in ``only`` (with
         ``only`` omitted: custom detectors before built-in ones, as they are the more specific).
-        Offsets are in characters for ``str`` input and in bytes for ``bytes`` input. One
-        combined pattern finds the leftmost candidate of any detector; where the winning
-        candidate fails its validator, the other detectors are tried at that place, so a
-        look-alike of one class does not hide a real value of another.
         """
-        data = text.encode() if isinstance(text, str) else text
-        combined, members = self._combined_for(only)
-        spans: list[Span] = []
-        recovered = False
-        for groups in combined.matches(data):
-            start, stop = groups[0]
-            winner = 1
-            while groups[winner][0] < 0:
-                winner += 1
-            detector = members[winner - 1]
-            validate = detector.validate
-            if validate is None or validate(data[start:stop].decode("utf-8", "replace")):
-                spans.append(Span(start, stop, detector.name))
-            else:
-                spans.extend(self._others_at(data, start, stop, members, skip=winner - 1))
-                recovered = True
-        # The combined scan yields disjoint spans left to right; only recovery can overlap.
-        if recovered:
-            spans = _merge(spans)
-        if spans and isinstance(text, str) and not text.isascii():
-            spans = [_to_characters(data, span) for span in spans]
+        view = TextView.of(text) if needs_view(text) else None
+        reading = view.text if view is not None else text
+        data = reading.encode()
+        order = self._default_order if only is None else only
+        found = self._scan_together(order, data)
+        if found is None:
+            found = self._scan_each(self.together(order).members, data)
+        if not found:
+            return []
+        spans = _merge(found, order)
+        if not reading.isascii():
+            spans = _to_characters(data, spans)
+        if view is not None and view.changed:
+            spans = [Span(*view.to_original(s.start, s.end), s.detector) for s in spans]
         return spans
 
-    def _others_at(
-        self, data: bytes, start: int, stop: int, members: tuple[Detector, ...], skip: int
-    ) -> list[Span]:
-        found = []
-        for position, detector in enumerate(members):
-            if position == skip:
-                continue
-            pattern = self._patterns[self.detectors.index(detector)]
-            for groups in pattern.matches(data, start):
-                begin, end = groups[0]
-                if begin >= stop:
-                    break
-                text = data[begin:end].decode("utf-8", "replace")
-                if detector.validate is None or detector.validate(text):
-                    found.append(Span(begin, end, detector.name))
-        return found
+    def together(self, order: tuple[str, ...]) -> _Together:
+        """The detectors in ``order`` as one pattern (compiled once per order).
 
-    def _combined_for(self, only: tuple[str, ...] | None) -> tuple[_Pattern, tuple[Detector, ...]]:
-        if only is None:
-            only = tuple(d.name for d in self.detectors if not d.builtin) + tuple(
-                d.name for d in self.detectors if d.builtin
-            )
-        key = only
-        cached = self._combined.get(key)
+        Raises ValueError for an unknown name, or when RE2 cannot compile them together.
+        """
+        cached = self._combined.get(order)
         if cached is None:
-            by_name = {d.name: d for d in self.detectors}
-            members = tuple(by_name[name] for name in key if name in by_name)
-            if not members:
-                raise ValueError(f"no detectors named {sorted(key)}")
-            cached = (_Pattern("|".join(f"({d.pattern})" for d in members)), members)
-            self._combined[key] = cached
+            unknown = [name for name in order if name not in self._index]
+            if unknown or not order:
+                raise ValueError(f"no detectors named {unknown or list(order)}")
+            cached = _Together(self.detectors, tuple(self._index[name] for name in order))
+            self._combined[order] = cached
         return cached
 
+    def _scan_together(
+        self, order: tuple[str, ...], data: bytes
+    ) -> list[tuple[int, int, int]] | None:
+        """One left-to-right pass of the combined pattern: the fast way for ordinary text.
 
-def _to_characters(data: bytes, span: Span) -> Span:
-    start = len(data[: span.start].decode("utf-8", "replace"))
-    return Span(
-        start, start + len(data[span.start : span.end].decode("utf-8", "replace")), span.detector
-    )
+        Returns None as soon as a candidate is refused: the candidate may hide a value of
+        another detector that overlaps it, and only detector-by-detector scanning sees it.
+        """
+        together = self.together(order)
+        found: list[tuple[int, int, int]] = []
+        position = 0
+        end = len(data)
+        while position <= end:
+            start, stop = together.find.search(data, position)
+            if start < 0:
+                return found
+            hit = self._candidate(together, data, start, stop)
+            if hit is None:
+                return None
+            found.extend(hit)
+            if hit and hit[0][2] > 0 and hit[0][0] > start:
+                # The winner took the character before the value (RE2 has no lookbehind), so a
+                # detector listed earlier that matches the value itself lost the leftmost race
+                # by one character: it names the span.
+                better = self.together(order[: hit[0][2]])
+                begin, finish = better.find.search_within(data, start, stop)
+                if begin >= 0:
+                    found.extend(self._candidate(better, data, begin, finish) or ())
+            position = stop if stop > start else stop + 1
+        return found
+
+    def _candidate(
+        self, together: _Together, data: bytes, start: int, stop: int
+    ) -> list[tuple[int, int, int]] | None:
+        """The confirmed values of the candidate ``data[start:stop]``; None when refused."""
+        rank = together.rank_of(data[start:stop])
+        if rank is None:
+            return None  # it matched only in its context: let the careful scan decide
+        confirm = self.detectors[together.members[rank]].confirm
+        if confirm is None:
+            return [(start, stop, rank)]
+        confirmed = confirm(data, start, stop)
+        return [(begin, finish, rank) for begin, finish in confirmed] if confirmed else None
+
+    def _scan_each(self, members: tuple[int, ...], data: bytes) -> list[tuple[int, int, int]]:
+        """Every detector on its own, each left to right: linear, and nothing hides anything."""
+        hits = set(self._set.Match(data))
+        found: list[tuple[int, int, int]] = []
+        for rank, index in enumerate(members):
+            if index in hits:
+                found.extend((start, end, rank) for start, end in self._found(index, data))
+        return found
 
 
-def _merge(spans: Sequence[Span]) -> list[Span]:
-    merged: list[Span] = []
-    for span in sorted(spans, key=lambda s: (s.start, -s.end)):
-        if merged and span.start < merged[-1].end:
+def _merge(found: list[tuple[int, int, int]], order: Sequence[str]) -> list[Span]:
+    """Overlapping hits become one span, named by the longest hit (the first ranked of equals).
+
+    An IBAN whose tail also looks like a phone number is masked whole, as ``[iban]``.
+    """
+    found.sort()
+    merged: list[list[int]] = []  # start, end, rank of the namer, length of the namer
+    for start, end, rank in found:
+        length = end - start
+        if merged and start < merged[-1][1]:
             last = merged[-1]
-            if span.end > last.end:
-                merged[-1] = Span(last.start, span.end, last.detector)
+            last[1] = max(last[1], end)
+            if length > last[3] or (length == last[3] and rank < last[2]):
+                last[2], last[3] = rank, length
             continue
-        merged.append(span)
-    return merged
+        merged.append([start, end, rank, length])
+    return [Span(start, end, order[rank]) for start, end, rank, _ in merged]
+
+
+def _to_characters(data: bytes, spans: list[Span]) -> list[Span]:
+    """Byte offsets to character offsets, in one pass over sorted, disjoint spans."""
+    converted: list[Span] = []
+    characters = 0
+    last = 0
+    for span in spans:
+        characters += len(data[last : span.start].decode("utf-8", "replace"))
+        start = characters
+        characters += len(data[span.start : span.end].decode("utf-8", "replace"))
+        converted.append(Span(start, characters, span.detector))
+        last = span.end
+    return converted

@@ -8,7 +8,6 @@ allow into a deny. Any exception on the way is a deny too; an error never lets a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -19,6 +18,7 @@ from bridge.contract import CLASSIFICATIONS, HEADER_CLASS
 from bridge.errors import UnknownKeyError
 from bridge.policy.detectors import BUILTIN_DETECTORS, Detector, DetectorSet, custom_detector
 from bridge.policy.keyring import CryptoKey, KeyRing
+from bridge.policy.leakguard import LeakGuard
 from bridge.policy.model import InboundRule, ReplyRule, ResidencyPolicy, Rule
 from bridge.policy.paths import FieldPath
 from bridge.policy.payload import PayloadError, PayloadLimits, parse_payload
@@ -27,9 +27,6 @@ from bridge.policy.transforms import Applied, FieldTransform, reidentify_value, 
 
 Verdict = Literal["allow", "deny"]
 _SUBJECT_CACHE_LIMIT = 4096
-# JSON escapes glue text together ("\n123-45-6789" serialises as "\\n123-45-6789", where \b
-# would not see the start of the number); the leak guard reads them as spaces.
-_JSON_ESCAPE = re.compile(rb"\\(?:u[0-9a-fA-F]{4}|.)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +121,7 @@ class Engine:
         ]
         self.detectors: tuple[Detector, ...] = (*BUILTIN_DETECTORS.values(), *custom)
         self.scanner = DetectorSet.of(self.detectors)
+        self.guard = LeakGuard(self.scanner)
         self._current: dict[str, CryptoKey] = {}
         self.rules = tuple(self._compile(index, rule) for index, rule in enumerate(spec.rules))
         self._by_subject: dict[str, tuple[CompiledRule, ...]] = {}
@@ -243,11 +241,7 @@ class Engine:
 
     def first_unpermitted(self, output: bytes, permit: frozenset[str]) -> str | None:
         """The first detector class found in ``output`` that ``permit`` does not allow."""
-        text = _JSON_ESCAPE.sub(b" ", output) if b"\\" in output else output
-        for found in self.scanner.classes_in(text, stop_unless=permit):
-            if found not in permit:
-                return found
-        return None
+        return self.guard.first_unpermitted(output, permit)
 
     # --- replies -------------------------------------------------------------------------
 

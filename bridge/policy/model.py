@@ -19,6 +19,8 @@ from bridge.policy.subjects import reserved_subject_error, subject_error
 API_VERSION = "rbridge/v1"
 KIND = "ResidencyPolicy"
 SCHEMA_ID = "https://rbridge.dev/schema/residency-policy.schema.json"
+#: orjson serialises at most 254 levels of nesting; a deeper limit could not be honoured.
+MAX_PAYLOAD_DEPTH = 254
 
 Classification = Literal["public", "internal", "confidential", "restricted"]
 Action = Literal["drop", "mask", "hash", "tokenize"]
@@ -65,7 +67,13 @@ class Limits(_Model):
     max_payload_bytes: int = Field(
         1 << 20, ge=1, le=64 << 20, description="Larger payloads are denied."
     )
-    max_depth: int = Field(64, ge=1, le=512, description="Deeper-nested payloads are denied.")
+    max_depth: int = Field(
+        64,
+        ge=1,
+        le=MAX_PAYLOAD_DEPTH,
+        description=f"Deeper-nested payloads are denied (at most {MAX_PAYLOAD_DEPTH}, the deepest "
+        "the bridge can serialise again).",
+    )
 
 
 def _check_subjects(subjects: tuple[str, ...]) -> tuple[str, ...]:

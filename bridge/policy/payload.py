@@ -51,6 +51,12 @@ def parse_payload(raw: bytes, limits: PayloadLimits) -> dict[str, Any]:
             raise PayloadError(
                 "not-utf8", f"payload is not valid UTF-8 (byte {bad.start})"
             ) from None
+        if "surrogate" in str(error):
+            # An escaped lone surrogate ("\ud800") is valid JSON text but no Unicode character.
+            raise PayloadError(
+                "not-utf8",
+                f"payload escapes a lone surrogate, which is not Unicode ({_position(error)})",
+            ) from None
         if "depth" in str(error) or "recursion" in str(error):
             raise PayloadError(
                 "too-deep", f"payload nests deeper than {limits.max_depth} levels"
@@ -61,14 +67,36 @@ def parse_payload(raw: bytes, limits: PayloadLimits) -> dict[str, Any]:
     # More brackets than the limit is necessary for too deep a nesting, and cheap to count.
     if raw.count(b"{") + raw.count(b"[") > limits.max_depth and _depth(document) > limits.max_depth:
         raise PayloadError("too-deep", f"payload nests deeper than {limits.max_depth} levels")
-    # Canonical input (what the SDKs send) re-serialises to itself; such input cannot hold a
-    # duplicate key, because the parsed dict would have lost it. Anything else is re-checked.
+    # Canonical input (what the SDKs send) re-serialises to itself; such input can hold neither
+    # a duplicate key (the parsed dict would have lost it) nor an integer orjson turned into a
+    # float (it would come back in another form). Anything else is re-checked.
     if orjson.dumps(document) != raw:
-        _refuse_duplicate_keys(raw)
+        _recheck(raw)
     return document
 
 
-def _refuse_duplicate_keys(raw: bytes) -> None:
+def _exact_integer(text: str) -> int:
+    """An integer literal that orjson keeps exact (64 bits), or a refusal."""
+    try:
+        value = int(text)
+    except ValueError:  # more digits than Python converts
+        value = None
+    if value is None or not _INT_MIN <= value <= _UINT_MAX:
+        raise PayloadError(
+            "number-out-of-range",
+            f"payload holds an integer of {len(text.lstrip('-'))} digits; integers beyond 64 bits "
+            "would lose digits, so send them as strings",
+        )
+    return value
+
+
+_INT_MIN = -(1 << 63)
+_UINT_MAX = (1 << 64) - 1
+
+
+def _recheck(raw: bytes) -> None:
+    """Refuse what orjson accepted but would change: duplicate keys, integers beyond 64 bits."""
+
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         result = dict(items)
         if len(result) != len(items):
@@ -81,7 +109,7 @@ def _refuse_duplicate_keys(raw: bytes) -> None:
                 seen.add(name)
         return result
 
-    json.loads(raw, object_pairs_hook=pairs)
+    json.loads(raw, object_pairs_hook=pairs, parse_int=_exact_integer)
 
 
 def _name(key: str) -> str:

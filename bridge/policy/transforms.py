@@ -11,6 +11,7 @@ leak guard never denies a message because of the pseudonyms the bridge itself pr
 from __future__ import annotations
 
 import binascii
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -96,7 +97,10 @@ class FieldTransform:
             detectors,
             scanner,
         )
-        self._change = _change_for(action, key, detectors, scanner)
+        last = path.steps[-1]
+        # The member's name is context for a bare number ("ssn": 536228751).
+        label = last.name if last.kind in ("key", "descend") else ""
+        self._change = _change_for(action, key, detectors, scanner, label)
         names = tuple(step.name for step in path.steps) if path.is_simple else None
         self._parents = names[:-1] if names else None
         self._last = names[-1] if names else ""
@@ -146,6 +150,7 @@ def _change_for(
     key: CryptoKey | None,
     detectors: tuple[str, ...] | None,
     scanner: DetectorSet | None,
+    label: str = "",
 ) -> Callable[[Any], Any] | None:
     if action == "drop":
         return None
@@ -160,7 +165,7 @@ def _change_for(
         return lambda _value: MASKED
     if scanner is None:
         raise ValueError("masking by detectors needs a scanner")
-    return lambda value: mask_found(value, scanner, detectors)
+    return lambda value: mask_found(value, scanner, detectors, label)
 
 
 def _is_live(container: Any, slot: Any) -> bool:
@@ -181,15 +186,19 @@ def _drop(places: list[Location]) -> int:
     return dropped
 
 
-def mask_found(value: Any, scanner: DetectorSet, only: tuple[str, ...]) -> Any:
+def mask_found(value: Any, scanner: DetectorSet, only: tuple[str, ...], label: str = "") -> Any:
     """``value`` with what the detectors in ``only`` find replaced by ``[<detector>]``.
 
     Strings are scanned; numbers are scanned in their decimal form (a phone number stored as an
-    integer is still a phone number); objects and arrays are masked member by member.
-    Returns the very same object when nothing was found.
+    integer is still a phone number); objects and arrays are masked member by member. A bare
+    number, or a string of digits alone, is read after its member's name, so that
+    ``"ssn": 536228751`` is recognised as the labelled value it is. Returns the very same object
+    when nothing was found.
     """
     kind = type(value)
     if kind is str:
+        if label and _BARE_NUMBER.fullmatch(value):
+            return _mask_labelled(value, value, scanner, only, label)
         spans = scanner.spans(value, only)
         if not spans:
             return value
@@ -202,12 +211,26 @@ def mask_found(value: Any, scanner: DetectorSet, only: tuple[str, ...]) -> Any:
         parts.append(value[last:])
         return "".join(parts)
     if kind is int or kind is float:
-        masked = mask_found(str(value), scanner, only)
-        return value if type(masked) is str and masked == str(value) else masked
+        return _mask_labelled(value, str(value), scanner, only, label)
     if kind is dict:
-        changed = {name: mask_found(item, scanner, only) for name, item in value.items()}
+        changed = {name: mask_found(item, scanner, only, name) for name, item in value.items()}
         return value if all(changed[name] is item for name, item in value.items()) else changed
     if kind is list:
-        items = [mask_found(item, scanner, only) for item in value]
+        items = [mask_found(item, scanner, only, label) for item in value]
         return value if all(new is old for new, old in zip(items, value, strict=True)) else items
+    return value
+
+
+_BARE_NUMBER = re.compile(r"\+?[0-9][0-9 ]{0,40}")
+
+
+def _mask_labelled(
+    value: Any, text: str, scanner: DetectorSet, only: tuple[str, ...], label: str
+) -> Any:
+    """A bare number masked as a whole if, read after its label, a detector finds it."""
+    prefix = f"{label[:64]}: " if label else ""
+    reading = prefix + text
+    for span in scanner.spans(reading, only):
+        if span.end > len(prefix):
+            return f"[{span.detector}]"
     return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from bridge.policy.payload import PayloadError, PayloadLimits, parse_payload
@@ -24,7 +25,11 @@ def refusal(raw: bytes, limits: PayloadLimits = LIMITS) -> PayloadError:
         (b"not json", "not-json"),
         (b'{"a": 1,}', "not-json"),
         (b'{"a": NaN}', "not-json"),
-        (b'{"a": "\\ud800"}', "not-json"),
+        (b'{"a": "\\ud800"}', "not-utf8"),
+        (b'{"a": "\\udc00 trailing"}', "not-utf8"),
+        (b'{"n": 411111111111111111111}', "number-out-of-range"),
+        (b'{"acct": 123456789012345678901234567890}', "number-out-of-range"),
+        (b'{"n": -9223372036854775809}', "number-out-of-range"),
         (b"", "not-json"),
         (b"[1, 2]", "not-object"),
         (b'"text"', "not-object"),
@@ -81,3 +86,20 @@ def test_depth_at_the_limit_is_accepted() -> None:
 def test_valid_payloads_parse_canonical_or_not(raw: bytes) -> None:
     """Whitespace, escapes and number forms are fine; equal keys in different objects are fine."""
     assert isinstance(parse_payload(raw, LIMITS), dict)
+
+
+@pytest.mark.parametrize(
+    "raw", [b'{"n": 18446744073709551615}', b'{"n": -9223372036854775808}', b'{"n": 0.1}']
+)
+def test_numbers_within_64_bits_keep_their_exact_value(raw: bytes) -> None:
+    """The widest integers orjson carries exactly are accepted and come back digit for digit."""
+    document = parse_payload(raw, LIMITS)
+    assert orjson.dumps(document) == raw.replace(b" ", b"")
+
+
+def test_an_integer_beyond_64_bits_is_refused_not_rounded() -> None:
+    """A 21-digit integer would become a float (4.1e+20): refused, naming what to do instead."""
+    error = refusal(b'{"card": 411111111111111111111}')
+    assert "21 digits" in error.detail
+    assert "send them as strings" in error.detail
+    assert "4111" not in error.detail
