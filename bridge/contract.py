@@ -6,6 +6,7 @@ constants and tiny pure helpers only, so both sides can import it without pullin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 #: Edge agents publish work for the cloud to ``rb.out.<capability>``.
@@ -52,6 +53,35 @@ AGENTS_BUCKET: Final = "rb_agents"
 RESERVED_HEADER_PREFIXES: Final = ("Nats-", "Rb-")
 
 CLASSIFICATIONS: Final = ("public", "internal", "confidential", "restricted")
+
+
+class HeaderConflict(ValueError):
+    """Two spellings of one ``Rb-*`` header with different values (``Rb-Class``, ``rb-class``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the header {name} is given twice, in different spellings and values")
+        self.name = name
+
+
+def rb_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The ``Rb-*`` headers by lower-case name: header names are case-insensitive.
+
+    Raises :class:`HeaderConflict` when two spellings of one name carry different values, so
+    that no reader can be made to see one value while another reader sees the other.
+    """
+    found: dict[str, str] = {}
+    for name, value in headers.items():
+        if name[:3].lower() != "rb-":
+            continue
+        key = name.lower()
+        if key in found and found[key] != value:
+            raise HeaderConflict(_canonical(key))
+        found[key] = value
+    return found
+
+
+def _canonical(lower: str) -> str:
+    return "-".join(part.capitalize() for part in lower.split("-"))
 
 
 def outbound_subject(capability: str) -> str:

@@ -20,8 +20,12 @@ AGENT_DENIED_PUBLISH = (
     "$JS.API.STREAM.DELETE.>",
     "$JS.API.STREAM.PURGE.>",
     "$JS.API.STREAM.UPDATE.>",
+    "$JS.API.STREAM.MSG.DELETE.>",
     "$JS.API.CONSUMER.DELETE.>",
     "rb.quarantine.>",
+    # The bridge's record of spent reply tokens: an agent could otherwise delete an entry and
+    # let a reply token be used twice.
+    "$KV.rb_reply_tokens.>",
 )
 
 

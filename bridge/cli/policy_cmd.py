@@ -234,7 +234,8 @@ def _sign(arguments: argparse.Namespace) -> int:
                 f"two policy files are named {path.name!r}; bundle file names must be unique"
             )
         files[path.name] = path.read_bytes()
-    data = sign_bundle(files, arguments.revision, private_key)
+    names = tuple(item.policy.metadata.name for item in loaded)
+    data = sign_bundle(files, arguments.revision, private_key, names)
     out = Path(arguments.out)
     temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     temporary.write_bytes(data)
@@ -251,7 +252,9 @@ def _verify(arguments: argparse.Namespace) -> int:
     except OSError as error:
         raise UsageError(f"cannot read bundle {arguments.bundle}: {error.strerror}") from None
     bundle = verify_bundle(data, public_key)
+    policies = ", ".join(bundle.policies) if bundle.policies else "not named (an older bundle)"
     print(f"ok: revision {bundle.revision}, signed by key {bundle.key_id} on {bundle.created}")
+    print(f"    policies: {policies}")
     for name, content in sorted(bundle.files.items()):
         print(f"    {name} ({len(content)} bytes)")
     return 0

@@ -72,6 +72,7 @@ def _edge(arguments: argparse.Namespace) -> int:
     source = PolicySource(
         settings.policy.path, keys, name=settings.policy.name,
         require_signature=settings.policy.require_signature, pubkey=settings.policy.pubkey,
+        state_dir=settings.state_directory, record=False,
     )  # fmt: skip
     loaded = source.load()
     if arguments.check_config:

@@ -134,7 +134,9 @@ class ReplyForwarder:
         # Either way, the site's policy decides.
         target = headers.get(HEADER_CAPABILITY, "") if token else headers.get(HEADER_TO, "")
         return Envelope(
-            id=f"reply/{envelope_id}",
+            # The stream sequence makes each stored reply distinct: the edge tells a redelivery
+            # of one reply (same id) from another reply carrying the same token.
+            id=f"reply/{envelope_id}@{sequence}",
             capability=target,
             payload=message.data,
             reply_token=token,

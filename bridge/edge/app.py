@@ -16,7 +16,8 @@ from bridge.edge.bridge import QUARANTINE_PREFIX, EdgeBridge
 from bridge.edge.config import EdgeSettings
 from bridge.edge.metrics import EdgeMetrics
 from bridge.edge.policy_source import PolicySource
-from bridge.edge.tokens import ReplyTokens
+from bridge.edge.replyroutes import ReplySubjects
+from bridge.edge.tokens import JetStreamSpentTokens, ReplyTokens
 from bridge.errors import RbridgeError
 from bridge.keys import FileKeyStore
 from bridge.link import ClientTLS, EdgeLink, Hello, LinkSettings, TLSFiles
@@ -51,6 +52,7 @@ class EdgeApp:
             name=settings.policy.name,
             require_signature=settings.policy.require_signature,
             pubkey=settings.policy.pubkey,
+            state_dir=settings.state_directory,
         )
         loaded = self.policy.load()
         self._check_destinations()
@@ -78,6 +80,8 @@ class EdgeApp:
         self.bridge = EdgeBridge(
             site=settings.site, nc=self.nc, js=self.js, policy=self.policy, audit=self.audit, links=self.links,
             tokens=tokens, metrics=self.metrics, quarantine=settings.quarantine.enabled,
+            reply_subjects=ReplySubjects(settings.replies.subjects),
+            spent=await JetStreamSpentTokens.open(self.js, settings.replies.ttl_seconds),
         )  # fmt: skip
         link_settings = LinkSettings(
             window=settings.link.window,
@@ -176,7 +180,10 @@ class EdgeApp:
     async def _watch(self) -> None:
         while not self._stopping.is_set():
             await asyncio.sleep(self.settings.policy.watch_seconds)
-            self.reload()
+            try:
+                self.reload()
+            except Exception as error:  # the watcher must outlive any one bad policy file
+                log.error("policy reload failed: %s", type(error).__name__)
             for name, link in self.links.items():
                 self.metrics.link_up.labels(name).set(1 if link.state == "up" else 0)
             self.metrics.in_flight.set(sum(len(link.outbox) for link in self.links.values()))

@@ -33,10 +33,19 @@ from bridge.contract import (
     HEADER_SITE,
     HEADER_STATUS,
     OUTBOUND_PREFIX,
+    HeaderConflict,
+    rb_headers,
 )
 from bridge.edge.metrics import EdgeMetrics
 from bridge.edge.policy_source import PolicySource
-from bridge.edge.tokens import ReplyRoute, ReplyTokens
+from bridge.edge.replyroutes import ReplySubjects
+from bridge.edge.tokens import (
+    MemorySpentTokens,
+    ReplyRoute,
+    ReplyTokens,
+    SpentTokens,
+    reply_fingerprint,
+)
 from bridge.link import EdgeLink, Envelope, Reject
 from bridge.link.envelope import LINK_LOST, RETRIABLE
 from bridge.policy import Decision, Message
@@ -47,6 +56,7 @@ from bridge.runtime.headers import header_problem, passthrough
 
 log = logging.getLogger("rbridge.edge")
 QUARANTINE_PREFIX = "rb.quarantine."
+_REPLY_TO_KEY = HEADER_REPLY_TO.lower()
 
 
 class Delivery(NamedTuple):
@@ -139,6 +149,8 @@ class EdgeBridge:
         tokens: ReplyTokens,
         metrics: EdgeMetrics,
         quarantine: bool = False,
+        reply_subjects: ReplySubjects | None = None,
+        spent: SpentTokens | None = None,
     ) -> None:
         self.site = site
         self.nc = nc
@@ -149,6 +161,8 @@ class EdgeBridge:
         self.tokens = tokens
         self.metrics = metrics
         self.quarantine = quarantine
+        self.reply_subjects = reply_subjects or ReplySubjects()
+        self.spent: SpentTokens = spent if spent is not None else MemorySpentTokens()
         self.settlement = Settlement()
         self.background = Background()
         self.deferred = 0
@@ -181,7 +195,7 @@ class EdgeBridge:
                 )
             else:
                 decision = engine.evaluate(Message(capability, message.data, headers))
-            reply_to = headers.get(HEADER_REPLY_TO, "") if problem is None else ""
+            reply_to, reply_refused = self._reply_route(headers, decision)
             destination = None
             if decision.allowed:
                 destination = next((name for name in decision.destinations if name in up), None)
@@ -190,7 +204,7 @@ class EdgeBridge:
                     continue
                 assert decision.payload is not None
                 token = ""
-                if reply_to and subject_error(reply_to, pattern=False) is None:
+                if reply_to:
                     token = self.tokens.seal(ReplyRoute(reply_to, capability, msg_id))
                 envelope = Envelope(
                     id=msg_id,
@@ -209,7 +223,10 @@ class EdgeBridge:
                 )
             else:
                 denied.append((message, decision, reply_to))
-            records.append(self._record(msg_id, capability, decision, destination, message.data))
+            record = self._record(msg_id, capability, decision, destination, message.data)
+            if reply_refused:
+                record["reply"] = reply_refused
+            records.append(record)
         try:
             self.audit.append(records)
         except AuditWriteError as error:
@@ -228,6 +245,23 @@ class EdgeBridge:
         if waiting:
             self.deferred += len(waiting)
             self.metrics.waiting.inc(len(waiting))
+
+    def _reply_route(self, headers: Mapping[str, str], decision: Decision) -> tuple[str, str]:
+        """The reply subject the bridge may publish on for this message ("" if none), and why
+        a given one was refused ("" if it was not)."""
+        if decision.reason == "bad-header":
+            return "", ""  # headers the bridge will not read, reply subject included
+        try:
+            reply_to = rb_headers(headers).get(_REPLY_TO_KEY, "")
+        except HeaderConflict:
+            return "", ""
+        if not reply_to:
+            return "", ""
+        refusal = self.reply_subjects.refusal(reply_to)
+        if refusal is not None:
+            self.metrics.reply_routes_refused.labels(refusal).inc()
+            return "", refusal
+        return reply_to, ""
 
     def _message_id(self, message: Msg, headers: Mapping[str, str]) -> str:
         given = headers.get(HEADER_MSG_ID, "")
@@ -298,7 +332,8 @@ class EdgeBridge:
         await self._notify(reply_to, decision)
 
     async def _notify(self, reply_to: str, decision: Decision) -> None:
-        if not reply_to or subject_error(reply_to, pattern=False) is not None:
+        # Only ever a subject _reply_route vetted (the audit holds why others were refused).
+        if not reply_to or self.reply_subjects.refusal(reply_to) is not None:
             return
         headers = {
             HEADER_STATUS: "denied",
@@ -342,22 +377,35 @@ class EdgeBridge:
 
     async def accept(self, envelopes: Sequence[Envelope]) -> Sequence[Reject | None]:
         """Replies and cloud-initiated requests: deliver what the policy allows, audit all."""
+        outcomes: list[Delivery | Refused] = []
+        spending: list[tuple[int, ReplyRoute, str]] = []
+        for position, envelope in enumerate(envelopes):
+            try:
+                if envelope.reply_token:
+                    delivery, route = self._reply(envelope)
+                    spending.append(
+                        (position, route, reply_fingerprint(envelope.id, envelope.payload))
+                    )
+                else:
+                    delivery = self._request(envelope)
+            except Refused as refused:
+                outcomes.append(refused)
+                continue
+            outcomes.append(delivery)
+        if spending:
+            await self._spend(spending, outcomes)
         answers: list[Reject | None] = []
         deliveries: list[Delivery] = []
         records: list[dict[str, Any]] = []
-        for envelope in envelopes:
-            try:
-                delivery = (
-                    self._reply(envelope) if envelope.reply_token else self._request(envelope)
-                )
-            except Refused as refused:
-                answers.append(refused.reject)
-                records.append(self._inbound_record(envelope, "refused", refused.reason, None, 0))
+        for envelope, outcome in zip(envelopes, outcomes, strict=True):
+            if isinstance(outcome, Refused):
+                answers.append(outcome.reject)
+                records.append(self._inbound_record(envelope, "refused", outcome.reason, None, 0))
                 continue
-            deliveries.append(delivery)
+            deliveries.append(outcome)
             records.append(
                 self._inbound_record(
-                    envelope, "delivered", delivery.kind, delivery.rule, delivery.reidentified
+                    envelope, "delivered", outcome.kind, outcome.rule, outcome.reidentified
                 )
             )
             answers.append(None)
@@ -374,18 +422,45 @@ class EdgeBridge:
             ).inc()
         return answers
 
-    def _reply(self, envelope: Envelope) -> Delivery:
+    async def _spend(
+        self, spending: list[tuple[int, ReplyRoute, str]], outcomes: list[Delivery | Refused]
+    ) -> None:
+        """Spend each reply's token; a token another reply spent refuses this one."""
+        results = await asyncio.gather(
+            *(self.spent.spend(route.token_id, fingerprint) for _, route, fingerprint in spending),
+            return_exceptions=True,
+        )
+        for (position, _, _), result in zip(spending, results, strict=True):
+            if result is True:
+                continue
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
+                log.warning("could not record a spent reply token: %s", type(result).__name__)
+                reject = Reject(LINK_LOST, "the edge cannot record spent reply tokens right now")
+                outcomes[position] = Refused(reject, "token-store-unavailable")
+                continue
+            self.metrics.reply_tokens_replayed.inc()
+            reject = Reject("token-spent", "this reply token was already used by another reply")
+            outcomes[position] = Refused(reject, "token-spent")
+
+    def _reply(self, envelope: Envelope) -> tuple[Delivery, ReplyRoute]:
         """A reply to a message this site sent: its sealed token says where it goes."""
         try:
             route = self.tokens.open(envelope.reply_token)
         except ValueError as error:
             raise Refused(Reject("bad-token", str(error)), "bad-token") from None
+        refusal = self.reply_subjects.refusal(route.reply_to)
+        if refusal is not None:
+            # A token sealed under looser settings: the bridge still publishes only where allowed.
+            raise Refused(Reject(refusal, "the reply subject is not allowed here"), refusal)
         reply = self._evaluate(self.policy.engine.evaluate_reply, route.capability, envelope)
         headers = passthrough(envelope.headers)
         headers.update({HEADER_STATUS: "ok", HEADER_RB_MSG_ID: route.msg_id})
-        return Delivery(
+        delivery = Delivery(
             route.reply_to, reply.payload, headers, "reply", reply.rule, reply.reidentified
         )
+        return delivery, route
 
     def _request(self, envelope: Envelope) -> Delivery:
         """A request the cloud started: only to a local subject an inbound rule allows."""

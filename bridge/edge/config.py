@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
+from bridge.edge.replyroutes import DEFAULT_REPLY_SUBJECTS, ReplySubjects
 from bridge.runtime.config import RuntimeSettings, Section
 
 
@@ -83,6 +84,17 @@ class LinkSection(Section):
 class RepliesSection(Section):
     key: str = "reply-tokens"
     ttl_seconds: int = Field(86_400, ge=60)
+    subjects: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REPLY_SUBJECTS),
+        description="where the bridge may publish replies and deny notices for agents "
+        "(Rb-Reply-To); never the NATS API ($...) or the bridge's own subjects (rb....)",
+    )
+
+    @field_validator("subjects")
+    @classmethod
+    def _subjects(cls, patterns: list[str]) -> list[str]:
+        ReplySubjects(patterns)  # raises ValueError naming the bad pattern
+        return patterns
 
 
 class EdgeSettings(RuntimeSettings):
@@ -92,6 +104,11 @@ class EdgeSettings(RuntimeSettings):
     consumer: ConsumerSection = ConsumerSection()
     policy: PolicySection
     keys_dir: Path
+    state_dir: Path | None = Field(
+        None,
+        description="where the edge keeps what must survive a restart (the policy it runs and "
+        "the highest signed revision applied); default: the audit directory's parent",
+    )
     audit: AuditSection
     quarantine: QuarantineSection = QuarantineSection()
     destinations: dict[str, DestinationSection] = Field(min_length=1)
@@ -101,3 +118,7 @@ class EdgeSettings(RuntimeSettings):
     http: str = "127.0.0.1:9464"
     grace_seconds: float = Field(10.0, ge=0)
     log_level: str = "info"
+
+    @property
+    def state_directory(self) -> Path:
+        return self.state_dir if self.state_dir is not None else self.audit.dir.parent

@@ -45,6 +45,17 @@ class EdgeMetrics:
             "Messages put back because no allowed destination was up",
             registry=registry,
         )
+        self.reply_routes_refused = Counter(
+            "rbridge_reply_routes_refused",
+            "Rb-Reply-To subjects the bridge would not publish on, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.reply_tokens_replayed = Counter(
+            "rbridge_reply_tokens_replayed",
+            "Replies refused because another reply had already used their token",
+            registry=registry,
+        )
         self.cloud_rejects = Counter(
             "rbridge_cloud_rejects",
             "Envelopes the cloud refused, by code",

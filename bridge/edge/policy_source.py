@@ -13,9 +13,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.edge.policy_state import PolicyState
 from bridge.errors import BundleError, PolicyLoadError, RbridgeError
 from bridge.keys import FileKeyStore
-from bridge.policy import Engine, load_bundle, load_policy_file
+from bridge.policy import BundledPolicies, Engine, LoadedPolicy, load_bundle, load_policy_file
 from bridge.policy.bundle import load_public_key
 
 log = logging.getLogger("rbridge.edge.policy")
@@ -26,6 +27,7 @@ class LoadedEngine:
     engine: Engine
     revision: int
     source: str
+    bundled: bool = False
 
 
 class PolicySource:
@@ -37,12 +39,16 @@ class PolicySource:
         name: str | None = None,
         require_signature: bool = False,
         pubkey: Path | None = None,
+        state_dir: Path | None = None,
+        record: bool = True,
     ) -> None:
         self.path = path
         self.keys = keys
         self.name = name
         self.require_signature = require_signature
         self.pubkey = pubkey
+        self.state = PolicyState.load(state_dir)
+        self.record = record  # False: check only (``--check-config``), remember nothing
         self.current: LoadedEngine | None = None
         self.last_error = ""
         self.reloads = 0
@@ -65,14 +71,19 @@ class PolicySource:
             bundled = load_bundle(
                 self.path.read_bytes(), load_public_key(self.pubkey), running_revision=running
             )
-            if self.name is None and len(bundled.policies) != 1:
-                names = ", ".join(p.policy.metadata.name for p in bundled.policies)
-                raise BundleError(f"the bundle holds several policies ({names}); set policy.name")
-            loaded = bundled.named(self.name) if self.name else bundled.policies[0]
+            loaded = self._chosen(bundled)
+            name = loaded.policy.metadata.name
+            highest = self.state.highest(name)
+            if highest is not None and bundled.revision < highest:
+                raise BundleError(
+                    f"refusing rollback: bundle revision {bundled.revision} of policy {name!r} is "
+                    f"lower than revision {highest}, applied before (recorded in {self.state.path})"
+                )
             return LoadedEngine(
                 Engine(loaded.policy, self.keys, revision=bundled.revision),
                 bundled.revision,
                 f"{self.path} revision {bundled.revision}",
+                bundled=True,
             )
         if self.require_signature:
             raise BundleError(
@@ -84,6 +95,35 @@ class PolicySource:
             Engine(loaded.policy, self.keys), revision, f"{self.path} revision {revision}"
         )
 
+    def _chosen(self, bundled: BundledPolicies) -> LoadedPolicy:
+        """The policy of the bundle this edge runs: the configured one, else the one it ran
+        before (a bundle of another policy is refused), else the bundle's only policy."""
+        if self.name:
+            return bundled.named(self.name)
+        held = [p.policy.metadata.name for p in bundled.policies]
+        if self.state.policy is not None:
+            if self.state.policy not in held:
+                raise BundleError(
+                    f"the bundle holds the policy {', '.join(map(repr, held))}, but this edge runs "
+                    f"{self.state.policy!r}; to change policies, set policy.name to the new one"
+                )
+            return bundled.named(self.state.policy)
+        if len(held) != 1:
+            raise BundleError(
+                f"the bundle holds several policies ({', '.join(held)}); set policy.name"
+            )
+        return bundled.policies[0]
+
+    def _applied(self, candidate: LoadedEngine) -> None:
+        """Record a bundle's policy and revision before it runs (rollback across restarts)."""
+        if candidate.bundled and self.record:
+            try:
+                self.state.record(candidate.engine.name, candidate.revision)
+            except OSError as error:
+                raise BundleError(
+                    f"cannot record the applied revision in {self.state.path}: {error.strerror}"
+                ) from None
+
     def _stamp_now(self) -> tuple[int, int, int]:
         try:
             info = os.stat(self.path)
@@ -94,7 +134,9 @@ class PolicySource:
     def load(self) -> LoadedEngine:
         """The first load: failure here is fatal (there is no last good policy to keep)."""
         self._stamp = self._stamp_now()
-        self.current = self._load()
+        candidate = self._load()
+        self._applied(candidate)
+        self.current = candidate
         log.info(
             "policy loaded: %s", self.current.source, extra={"revision": self.current.revision}
         )
@@ -108,9 +150,14 @@ class PolicySource:
         self._stamp = stamp
         try:
             candidate = self._load()
-        except (RbridgeError, OSError) as error:
+            self._applied(candidate)
+        except Exception as error:  # any failure keeps the last good policy, and the watcher
             self.failures += 1
-            self.last_error = _describe(error)
+            self.last_error = (
+                _describe(error)
+                if isinstance(error, (RbridgeError, OSError))
+                else f"internal error while loading ({type(error).__name__})"
+            )
             log.error(
                 "new policy refused, keeping %s: %s",
                 self.current.source if self.current else "none",

@@ -4,24 +4,41 @@ The cloud carries the token opaquely. It holds the local reply subject, the capa
 original message id, and an expiry, encrypted and authenticated with AES-GCM under an on-prem
 key (bound to the site's name), so the edge needs no state to route a reply, and a token that
 was altered, made elsewhere, or has expired is refused.
+
+A token is good for one reply. Anyone who can publish on the cloud's reply subject sees tokens
+in the messages it handles, so the edge remembers spent tokens (by their random nonce) for as
+long as a token lives, in a JetStream key-value bucket on the local NATS: it survives a restart
+of the edge bridge and is shared by all its replicas. The first reply spends the token; the same
+reply delivered again (a link that broke before the ack) is recognised by its fingerprint and
+delivered again, as at-least-once delivery demands; any other reply with that token is refused.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from nats.js import JetStreamContext, api
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
 
 from bridge.policy.keyring import KeyVersion
 
 PREFIX = "r1."
+
+
+#: The local key-value bucket of spent reply tokens (key: the token's nonce, value: the
+#: fingerprint of the reply that spent it).
+SPENT_TOKENS_BUCKET = "rb_reply_tokens"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +46,8 @@ class ReplyRoute:
     reply_to: str
     capability: str
     msg_id: str
+    #: The token's nonce in hex: unique per token, the key under which it is spent.
+    token_id: str = ""
 
 
 class ReplyTokens:
@@ -61,4 +80,72 @@ class ReplyTokens:
             raise ValueError("the reply token was not made by this site, or was altered") from None
         if time.time() > expires:
             raise ValueError("the reply token has expired")
-        return ReplyRoute(str(reply_to), str(capability), str(msg_id))
+        return ReplyRoute(str(reply_to), str(capability), str(msg_id), raw[:12].hex())
+
+
+def reply_fingerprint(envelope_id: str, payload: bytes) -> str:
+    """What identifies one reply across redeliveries: its id (with the stream sequence the
+    gateway adds) and its bytes."""
+    digest = hashlib.sha256(envelope_id.encode("utf-8", "replace") + b"\n" + payload)
+    return digest.hexdigest()[:32]
+
+
+class SpentTokens(Protocol):
+    """Remembers which reply spent each token."""
+
+    async def spend(self, token_id: str, fingerprint: str) -> bool:
+        """True if the token was unspent (now spent by this reply) or spent by this very reply;
+        False if another reply spent it."""
+        ...
+
+
+class MemorySpentTokens:
+    """Spent tokens in memory, for tests and single-process tools."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, str] = {}
+
+    async def spend(self, token_id: str, fingerprint: str) -> bool:
+        return self.spent.setdefault(token_id, fingerprint) == fingerprint
+
+
+class JetStreamSpentTokens:
+    """Spent tokens in a key-value bucket of the local NATS, kept as long as tokens live."""
+
+    def __init__(self, bucket: KeyValue) -> None:
+        self.bucket = bucket
+
+    @classmethod
+    async def open(
+        cls, js: JetStreamContext, ttl_seconds: int, replicas: int = 1
+    ) -> JetStreamSpentTokens:
+        """The bucket, created if needed; an existing one that forgets sooner is extended."""
+        try:
+            bucket = await js.key_value(SPENT_TOKENS_BUCKET)
+        except (BucketNotFoundError, NotFoundError):
+            bucket = await js.create_key_value(
+                api.KeyValueConfig(
+                    bucket=SPENT_TOKENS_BUCKET,
+                    history=1,
+                    ttl=ttl_seconds,
+                    storage=api.StorageType.FILE,
+                    replicas=replicas,
+                )
+            )
+            return cls(bucket)
+        stream = f"KV_{SPENT_TOKENS_BUCKET}"
+        info = await js.stream_info(stream)
+        max_age = info.config.max_age or 0
+        if 0 < max_age < ttl_seconds:
+            # Spent tokens must be remembered at least as long as tokens are valid.
+            info.config.max_age = ttl_seconds
+            await js.update_stream(info.config)
+        return cls(bucket)
+
+    async def spend(self, token_id: str, fingerprint: str) -> bool:
+        try:
+            await self.bucket.create(token_id, fingerprint.encode())
+            return True
+        except KeyWrongLastSequenceError:
+            entry = await self.bucket.get(token_id)
+            return entry.value == fingerprint.encode()

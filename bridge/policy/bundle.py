@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
@@ -48,6 +49,9 @@ class VerifiedBundle:
     key_id: str
     created: str
     files: dict[str, bytes]
+    #: The names of the policies the signer bundled (None in bundles made before they were
+    #: signed); a runtime checks them against the policies the files hold.
+    policies: tuple[str, ...] | None = None
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -56,8 +60,19 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def sign_bundle(files: dict[str, bytes], revision: int, private_key: Ed25519PrivateKey) -> bytes:
-    """The bundle bytes for ``files`` at ``revision``, signed with ``private_key``."""
+def sign_bundle(
+    files: dict[str, bytes],
+    revision: int,
+    private_key: Ed25519PrivateKey,
+    policies: tuple[str, ...] | None = None,
+) -> bytes:
+    """The bundle bytes for ``files`` at ``revision``, signed with ``private_key``.
+
+    ``policies`` names the policies the files hold (read from the files when omitted); the
+    manifest carries them under the signature, so a bundle says which policy it is for.
+    """
+    if policies is None:
+        policies = _policy_names(files)
     if not files:
         raise BundleError("a bundle needs at least one file")
     if len(files) > MAX_FILES:
@@ -74,6 +89,7 @@ def sign_bundle(files: dict[str, bytes], revision: int, private_key: Ed25519Priv
         "revision": revision,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "key_id": key_id(private_key.public_key()),
+        "policies": sorted(policies),
         "files": {
             name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
             for name, data in sorted(files.items())
@@ -92,6 +108,19 @@ def sign_bundle(files: dict[str, bytes], revision: int, private_key: Ed25519Priv
             f"bundle of {len(encoded)} bytes exceeds the limit of {MAX_BUNDLE_BYTES} bytes"
         )
     return encoded
+
+
+def _policy_names(files: dict[str, bytes]) -> tuple[str, ...]:
+    from bridge.errors import PolicyLoadError
+    from bridge.policy.loader import POLICY_SUFFIXES, load_policy_bytes
+
+    names = []
+    for name, content in files.items():
+        if name.endswith(POLICY_SUFFIXES):
+            # A file that does not load is named by nothing; loading the bundle refuses it.
+            with contextlib.suppress(PolicyLoadError):
+                names.append(load_policy_bytes(name, content).policy.metadata.name)
+    return tuple(names)
 
 
 def verify_bundle(data: bytes, public_key: Ed25519PublicKey) -> VerifiedBundle:
@@ -139,11 +168,17 @@ def verify_bundle(data: bytes, public_key: Ed25519PublicKey) -> VerifiedBundle:
         files[name] = content
     if problems:
         raise BundleError("; ".join(problems))
+    named = manifest.get("policies")
+    if named is not None and (
+        not isinstance(named, list) or not all(isinstance(name, str) for name in named)
+    ):
+        raise BundleError("malformed bundle: the manifest's policies are not a list of names")
     return VerifiedBundle(
         manifest["revision"],
         str(manifest.get("key_id", "")),
         str(manifest.get("created", "")),
         files,
+        tuple(named) if named is not None else None,
     )
 
 

@@ -49,4 +49,10 @@ def load_bundle(
         raise PolicyLoadError(problems)
     if not loaded:
         raise BundleError("the bundle holds no policy files")
+    held = sorted(item.policy.metadata.name for item in loaded)
+    if bundle.policies is not None and sorted(bundle.policies) != held:
+        raise BundleError(
+            f"the bundle's manifest names the policies {sorted(bundle.policies)}, but its files "
+            f"hold {held}"
+        )
     return BundledPolicies(bundle.revision, bundle.key_id, tuple(loaded))

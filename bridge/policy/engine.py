@@ -14,8 +14,9 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from bridge.contract import CLASSIFICATIONS, HEADER_CLASS
+from bridge.contract import CLASSIFICATIONS, HEADER_CLASS, HeaderConflict, rb_headers
 from bridge.errors import UnknownKeyError
+from bridge.policy.allowlist import FieldAllowlist
 from bridge.policy.detectors import BUILTIN_DETECTORS, Detector, DetectorSet, custom_detector
 from bridge.policy.keyring import CryptoKey, KeyRing
 from bridge.policy.leakguard import LeakGuard
@@ -27,6 +28,10 @@ from bridge.policy.transforms import Applied, FieldTransform, reidentify_value, 
 
 Verdict = Literal["allow", "deny"]
 _SUBJECT_CACHE_LIMIT = 4096
+_CLASS_KEY = HEADER_CLASS.lower()
+_RANK = {name: rank for rank, name in enumerate(CLASSIFICATIONS)}
+#: How a decision reports the fields a rule's ``keep`` allowlist dropped (never their names).
+KEEP_PATH = "(not in keep)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,7 @@ class CompiledRule:
     destinations: tuple[str, ...]
     transforms: tuple[FieldTransform, ...]
     permit: frozenset[str]
+    keep: FieldAllowlist | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +130,11 @@ class Engine:
         self.guard = LeakGuard(self.scanner)
         self._current: dict[str, CryptoKey] = {}
         self.rules = tuple(self._compile(index, rule) for index, rule in enumerate(spec.rules))
-        self._by_subject: dict[str, tuple[CompiledRule, ...]] = {}
+        self.floors = tuple(
+            (tuple(SubjectPattern.parse(s) for s in floor.subjects), _RANK[floor.minimum])
+            for floor in spec.classification_floors
+        )
+        self._by_subject: dict[str, tuple[tuple[CompiledRule, ...], int]] = {}
         self._replies = tuple(self._compile_return(r, r.name or "reply") for r in spec.replies)
         self._inbound = tuple(self._compile_return(r, r.name) for r in spec.inbound)
         self._versions: dict[tuple[str, int], CryptoKey] = {}
@@ -154,28 +164,51 @@ class Engine:
             rule.destinations,
             transforms,
             frozenset(rule.permit),
+            FieldAllowlist(FieldPath.parse(p) for p in rule.keep) if rule.keep else None,
         )
 
     # --- outbound ------------------------------------------------------------------------
 
     def candidates(self, subject: str) -> tuple[CompiledRule, ...] | None:
         """The rules whose subjects match ``subject``, in order; None if it is not a subject."""
+        found = self._subject(subject)
+        return None if found is None else found[0]
+
+    def floor(self, subject: str) -> str | None:
+        """The lowest classification a message on ``subject`` may have (None: no floor)."""
+        found = self._subject(subject)
+        return CLASSIFICATIONS[found[1]] if found is not None and found[1] >= 0 else None
+
+    def _subject(self, subject: str) -> tuple[tuple[CompiledRule, ...], int] | None:
         found = self._by_subject.get(subject)
         if found is None:
             if subject_error(subject, pattern=False) is not None:
                 return None
             tokens = subject.split(".")
-            found = tuple(
+            rules = tuple(
                 rule for rule in self.rules if any(p.matches(tokens) for p in rule.patterns)
             )
+            floor = max(
+                (
+                    rank
+                    for patterns, rank in self.floors
+                    if any(p.matches(tokens) for p in patterns)
+                ),
+                default=-1,
+            )
+            found = (rules, floor)
             if len(self._by_subject) >= _SUBJECT_CACHE_LIMIT:
                 self._by_subject.clear()
             self._by_subject[subject] = found
         return found
 
     def classify(self, headers: Mapping[str, str]) -> str | None:
-        """The message's classification, the policy default when absent, None when invalid."""
-        value = headers.get(HEADER_CLASS)
+        """The message's classification, the policy default when absent, None when invalid.
+
+        Reads ``Rb-Class`` in any spelling; raises :class:`HeaderConflict` for two spellings
+        with different values.
+        """
+        value = rb_headers(headers).get(_CLASS_KEY)
         if value is None:
             return self.default_class
         return value if value in CLASSIFICATIONS else None
@@ -197,7 +230,10 @@ class Engine:
         )
 
     def _evaluate(self, message: Message) -> Decision:
-        classification = self.classify(message.headers)
+        try:
+            classification = self.classify(message.headers)
+        except HeaderConflict as conflict:
+            return self._deny("bad-header", None, None, str(conflict))
         if classification is None:
             return self._deny(
                 "bad-classification",
@@ -205,11 +241,15 @@ class Engine:
                 None,
                 f"{HEADER_CLASS} must be one of {', '.join(CLASSIFICATIONS)}",
             )
-        rules = self.candidates(message.subject)
-        if rules is None:
+        found = self._subject(message.subject)
+        if found is None:
             return self._deny(
                 "bad-subject", None, classification, "the subject is not a valid NATS subject"
             )
+        rules, floor = found
+        if _RANK[classification] < floor:
+            # The policy's floor for this subject: a sender's label can raise it, not lower it.
+            classification = CLASSIFICATIONS[floor]
         for rule in rules:
             if rule.classes is None or classification in rule.classes:
                 break
@@ -226,7 +266,10 @@ class Engine:
             document = parse_payload(message.payload, self.limits)
         except PayloadError as error:
             return self._deny(f"payload:{error.code}", rule.name, classification, error.detail)
-        applied = tuple(Applied(t.path.text, t.action, t.apply(document)) for t in rule.transforms)
+        kept = () if rule.keep is None else (Applied(KEEP_PATH, "drop", rule.keep.prune(document)),)
+        applied = kept + tuple(
+            Applied(t.path.text, t.action, t.apply(document)) for t in rule.transforms
+        )
         output = orjson.dumps(document)
         leaked = self.first_unpermitted(output, rule.permit)
         if leaked is not None:

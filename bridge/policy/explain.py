@@ -40,7 +40,7 @@ def explain(engine: Engine, message: Message) -> Explanation:
     """Evaluate ``message`` and say why, rule by rule and field by field."""
     decision = engine.evaluate(message)
     trace: list[RuleTrace] = []
-    classification = engine.classify(message.headers)
+    classification = decision.classification
     tokens = message.subject.split(".")
     for rule in engine.rules:
         if rule.name == decision.rule:

@@ -134,6 +134,12 @@ def _from_validation(source: Source, error: ValidationError) -> Iterator[Problem
         trail: Trail = tuple(part for part in item["loc"] if isinstance(part, str | int))
         kind = item["type"]
         value = item.get("input")
+        if (
+            kind == "too_short"
+            and isinstance(value, list)
+            and len(value) >= item.get("ctx", {}).get("min_length", 1)
+        ):
+            continue  # pydantic adds this after a bad item of a list that is not short at all
         if kind == "extra_forbidden":
             key = str(trail[-1])
             known = _known_keys(trail[:-1])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge.policy.paths import FieldPath
 from bridge.policy.subjects import reserved_subject_error, subject_error
@@ -76,12 +76,24 @@ class Limits(_Model):
     )
 
 
-def _check_subjects(subjects: tuple[str, ...]) -> tuple[str, ...]:
-    for subject in subjects:
-        problem = subject_error(subject, pattern=True)
-        if problem is not None:
-            raise ValueError(f"bad subject pattern {subject!r}: {problem}")
-    return subjects
+def _check_subject(subject: str) -> str:
+    problem = subject_error(subject, pattern=True)
+    if problem is not None:
+        raise ValueError(f"bad subject pattern {subject!r}: {problem}")
+    return subject
+
+
+def _check_local_subject(subject: str) -> str:
+    _check_subject(subject)
+    problem = reserved_subject_error(subject)
+    if problem is not None:
+        raise ValueError(f"subject pattern {subject!r}: {problem}")
+    return subject
+
+
+# Checked one by one, so that a list with several bad subjects reports each of them.
+SubjectPatternText = Annotated[str, AfterValidator(_check_subject)]
+LocalSubjectPatternText = Annotated[str, AfterValidator(_check_local_subject)]
 
 
 def _check_path(path: str) -> str:
@@ -93,7 +105,7 @@ def _check_path(path: str) -> str:
 
 
 class Match(_Model):
-    subjects: tuple[str, ...] = Field(
+    subjects: tuple[SubjectPatternText, ...] = Field(
         min_length=1,
         description="Capabilities (subjects after 'rb.out.'), NATS wildcards: '*' one token, '>' the rest.",
     )
@@ -101,7 +113,15 @@ class Match(_Model):
         None, min_length=1, description="Classifications this rule applies to; omitted means any."
     )
 
-    _subjects_valid = field_validator("subjects")(_check_subjects)
+
+class ClassificationFloor(_Model):
+    """The lowest classification messages on these subjects may claim (``Rb-Class`` can only
+    raise it): a sender who labels a claim ``public`` does not make it public."""
+
+    subjects: tuple[SubjectPatternText, ...] = Field(
+        min_length=1, description="Capabilities this floor applies to (NATS wildcards)."
+    )
+    minimum: Classification = Field(description="The classification at least assumed.")
 
 
 class Transform(_Model):
@@ -135,26 +155,43 @@ class Rule(_Model):
     destinations: tuple[str, ...] = Field(
         (), description="Where an allowed message may go, in order of preference."
     )
+    keep: tuple[str, ...] | None = Field(
+        None,
+        min_length=1,
+        description="Field allowlist: only these paths leave; every other field is dropped "
+        "(before the transforms run) and the count reported. Paths: $.a.b, $.a[*].b, $.a[0], $.a.*",
+    )
     transform: tuple[Transform, ...] = ()
     permit: tuple[str, ...] = Field(
         (), description="Detector classes allowed to remain in the output (leak guard)."
     )
 
+    @field_validator("keep")
+    @classmethod
+    def _keep_paths(cls, paths: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for path in paths or ():
+            _check_path(path)
+            if ".." in path:
+                raise ValueError(
+                    f"bad path {path!r}: a 'keep' path names fields exactly; '..' is not allowed"
+                )
+        return paths
+
     @model_validator(mode="after")
     def _shape_fits_decision(self) -> Rule:
         if self.decision == "allow" and not self.destinations:
             raise ValueError("an 'allow' rule needs at least one destination")
-        if self.decision == "deny" and (self.destinations or self.transform or self.permit):
-            raise ValueError("a 'deny' rule takes no destinations, transform or permit")
+        if self.decision == "deny" and (
+            self.destinations or self.transform or self.permit or self.keep
+        ):
+            raise ValueError("a 'deny' rule takes no destinations, keep, transform or permit")
         return self
 
 
 class ReplyMatch(_Model):
-    subjects: tuple[str, ...] = Field(
+    subjects: tuple[SubjectPatternText, ...] = Field(
         min_length=1, description="Capabilities whose replies this rule covers."
     )
-
-    _subjects_valid = field_validator("subjects")(_check_subjects)
 
 
 class _Reidentifying(_Model):
@@ -180,20 +217,10 @@ class ReplyRule(_Reidentifying):
 
 
 class InboundMatch(_Model):
-    subjects: tuple[str, ...] = Field(
+    subjects: tuple[LocalSubjectPatternText, ...] = Field(
         min_length=1,
         description="Local subjects the cloud may address (never rb.*, $* or _INBOX.*).",
     )
-
-    @field_validator("subjects")
-    @classmethod
-    def _subjects_valid(cls, subjects: tuple[str, ...]) -> tuple[str, ...]:
-        _check_subjects(subjects)
-        for subject in subjects:
-            problem = reserved_subject_error(subject)
-            if problem is not None:
-                raise ValueError(f"subject pattern {subject!r}: {problem}")
-        return subjects
 
 
 class InboundRule(_Reidentifying):
@@ -251,6 +278,11 @@ class PolicyCase(_Model):
 class Spec(_Model):
     defaults: Defaults = Defaults()
     limits: Limits = Limits()
+    classification_floors: tuple[ClassificationFloor, ...] = Field(
+        (),
+        description="Minimum classifications by subject; every matching floor applies, and "
+        "Rb-Class can raise a message's classification above them but never lower it.",
+    )
     destinations: dict[Name, Destination] = Field(default_factory=dict)
     keys: tuple[Name, ...] = Field(
         (), description="Names of on-prem keys used by hash and tokenize."

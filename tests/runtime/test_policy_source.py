@@ -98,3 +98,82 @@ def test_an_unchanged_file_is_not_reloaded(tmp_path: Path, keys: FileKeyStore) -
     source.load()
     assert source.reload() is False
     assert source.reloads == 0
+
+
+def test_an_older_revision_is_refused_after_a_restart_too(
+    tmp_path: Path, keys: FileKeyStore
+) -> None:
+    """The highest revision applied is kept in the state directory: a new process (a restart)
+    still refuses revision 11 after 12 ran, and says where the record is."""
+    private, public = generate_signing_keys(tmp_path / "signing")
+    key = load_private_key(private)
+    state = tmp_path / "state"
+    path = bundle(tmp_path / "p.bundle", key, 12)
+    PolicySource(path, keys, require_signature=True, pubkey=public, state_dir=state).load()
+
+    bundle(path, key, 11)
+    restarted = PolicySource(path, keys, require_signature=True, pubkey=public, state_dir=state)
+    with pytest.raises(BundleError, match=r"revision 11 .* lower than revision 12, applied before"):
+        restarted.load()
+    assert "policy-state.json" in str(restarted.state.path)
+
+    bundle(path, key, 12)  # the same revision again is no rollback
+    again = PolicySource(path, keys, require_signature=True, pubkey=public, state_dir=state)
+    assert again.load().revision == 12
+
+
+def test_a_check_only_source_remembers_nothing(tmp_path: Path, keys: FileKeyStore) -> None:
+    """--check-config reads the record (a rollback fails the check) but never writes it."""
+    private, public = generate_signing_keys(tmp_path / "signing")
+    path = bundle(tmp_path / "p.bundle", load_private_key(private), 5)
+    state = tmp_path / "state"
+    PolicySource(path, keys, pubkey=public, state_dir=state, record=False).load()
+    assert not (state / "policy-state.json").exists()
+
+
+def test_a_damaged_state_file_is_an_error_not_a_reset(tmp_path: Path, keys: FileKeyStore) -> None:
+    """Resetting the record silently would allow a rollback; a damaged file stops the start."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "policy-state.json").write_text("{not json")
+    with pytest.raises(BundleError, match="is damaged"):
+        PolicySource(tmp_path / "p.bundle", keys, state_dir=state)
+
+
+def other_policy() -> str:
+    return (POLICIES / "claims.yaml").read_text().replace("name: claims", "name: claims-lab", 1)
+
+
+def test_a_bundle_of_another_policy_is_refused_unless_the_setting_names_it(
+    tmp_path: Path, keys: FileKeyStore
+) -> None:
+    """With policy.name unset, the edge keeps to the policy it runs: a signed bundle of another
+    policy does not replace it (after a restart either); naming it in the setting does."""
+    private, public = generate_signing_keys(tmp_path / "signing")
+    key = load_private_key(private)
+    state = tmp_path / "state"
+    path = bundle(tmp_path / "p.bundle", key, 3)
+    source = PolicySource(path, keys, pubkey=public, state_dir=state)
+    assert source.load().engine.name == "claims"
+
+    bundle(path, key, 4, other_policy())
+    assert source.reload(force=True) is False
+    assert "this edge runs 'claims'" in source.last_error
+    assert source.engine.name == "claims"
+    with pytest.raises(BundleError, match=r"set policy\.name"):
+        PolicySource(path, keys, pubkey=public, state_dir=state).load()
+
+    chosen = PolicySource(path, keys, pubkey=public, state_dir=state, name="claims-lab")
+    assert chosen.load().engine.name == "claims-lab"
+
+
+def test_the_manifest_names_the_policies_and_must_agree_with_the_files(tmp_path: Path) -> None:
+    """A bundle signed as 'claims' whose file holds another policy is refused."""
+    from bridge.policy.bundled import load_bundle
+
+    key = Ed25519PrivateKey.generate()
+    data = sign_bundle({"claims.yaml": other_policy().encode()}, 2, key, ("claims",))
+    with pytest.raises(
+        BundleError, match=r"names the policies \['claims'\].*hold \['claims-lab'\]"
+    ):
+        load_bundle(data, key.public_key())

@@ -44,7 +44,7 @@ def test_every_problem_is_reported_at_once_with_its_place() -> None:
     assert found == [
         (9, 5, "detector-name-taken"),
         (10, 21, "bad-pattern"),
-        (17, 25, "bad-subject"),
+        (17, 26, "bad-subject"),
         (19, 7, "unknown-key"),
         (21, 14, "shadowed-rule"),
         (23, 22, "unknown-destination"),

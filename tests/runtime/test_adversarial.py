@@ -1,0 +1,232 @@
+"""A sender or a cloud agent trying to steer the bridge, on real NATS servers and a real link."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import nats
+import orjson
+import pytest
+from nats.aio.msg import Msg
+from nats.js.api import StreamConfig
+
+from bridge.errors import BundleError
+from bridge.policy import sign_bundle
+from bridge.policy.bundle import generate_signing_keys, load_private_key
+from tests.conftest import POLICIES
+from tests.runtime.world import World, queue_of
+
+CLAIM = {"claim_id": "CLM-1", "claimant": {"name": "Jane Doe", "ssn": "123-45-6789"}}
+
+
+def audit_records(world: World) -> list[dict[str, Any]]:
+    return [
+        orjson.loads(line)
+        for line in (world.root / "audit" / "audit.jsonl").read_text().splitlines()
+    ]
+
+
+async def wait_for_records(world: World, count: int) -> list[dict[str, Any]]:
+    for _ in range(200):
+        path = world.root / "audit" / "audit.jsonl"
+        if path.exists() and len(records := audit_records(world)) >= count:
+            return records
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} audit records")
+
+
+async def test_a_lower_case_classification_header_is_obeyed(world: World) -> None:
+    """'rb-class: restricted' keeps a claim home; two spellings that disagree deny it."""
+    await world.start_gateway()
+    edge = await world.start_edge()
+    await edge.links["cloud-eu"].wait_up(10)
+    local = await nats.connect(world.edge_nats.url)
+    js = local.jetstream()
+    await js.publish("rb.out.docs.parse", orjson.dumps(CLAIM), headers={"rb-class": "restricted"})
+    await js.publish(
+        "rb.out.docs.parse",
+        orjson.dumps(CLAIM),
+        headers={"Rb-Class": "confidential", "RB-CLASS": "restricted"},
+    )
+    records = await wait_for_records(world, 2)
+    assert [(r["decision"], r["reason"]) for r in records] == [
+        ("deny", "rule:restricted-never-leaves"),
+        ("deny", "bad-header"),
+    ]
+    cloud = await nats.connect(world.cloud_nats.url)
+    assert (await cloud.jetstream().stream_info("RB_IN")).state.messages == 0
+    await cloud.close()
+    await local.close()
+
+
+@pytest.mark.parametrize(
+    "reply_to",
+    [
+        "$JS.API.STREAM.PURGE.VICTIM",
+        "$JS.API.STREAM.DELETE.VICTIM",
+        "$KV.rb_agents.x",
+        "$SYS.REQ.SERVER.PING",
+        "rb.out.docs.parse",
+        "claims.intake",
+    ],
+)
+async def test_the_bridge_never_publishes_where_an_agent_points_it(
+    world: World, reply_to: str
+) -> None:
+    """A denied and an allowed message naming a NATS API subject, the bridge's own subjects or an
+    unlisted agent subject as Rb-Reply-To: both are still decided (the allowed one reaches the
+    cloud), nothing is published there, a victim stream keeps its message, and the audit says
+    why there was no reply route."""
+    await world.start_gateway()
+    edge = await world.start_edge()
+    await edge.links["cloud-eu"].wait_up(10)
+    local = await nats.connect(world.edge_nats.url)
+    js = local.jetstream()
+    await js.add_stream(StreamConfig(name="VICTIM", subjects=["victim.>"]))
+    await js.publish("victim.one", b"keep me")
+    watched = await queue_of(local, reply_to)
+    await js.publish(
+        "rb.out.health.records.upload", b'{"patient": "x"}', headers={"Rb-Reply-To": reply_to}
+    )
+    await js.publish(
+        "rb.out.docs.parse",
+        orjson.dumps(CLAIM),
+        headers={"Rb-Class": "confidential", "Rb-Reply-To": reply_to},
+    )
+    records = await wait_for_records(world, 2)
+    expected = (
+        "reply-subject-not-allowed" if reply_to == "claims.intake" else "reply-subject-reserved"
+    )
+    assert [(r["decision"], r.get("reply")) for r in records] == [
+        ("deny", expected),
+        ("allow", expected),
+    ]
+    cloud = await nats.connect(world.cloud_nats.url)
+    cloud_js = cloud.jetstream()
+    for _ in range(100):
+        if (await cloud_js.stream_info("RB_IN")).state.messages == 1:
+            break
+        await asyncio.sleep(0.05)
+    stored = await cloud_js.get_msg("RB_IN", 1)
+    assert "Rb-Reply" not in (stored.headers or {})  # no reply route was sealed
+    await cloud.close()
+    await asyncio.sleep(0.3)
+    while not watched.empty():  # the test's own publish, if it watches rb.out; nothing else
+        assert "Rb-Status" not in ((await watched.get()).headers or {})
+    assert (await js.stream_info("VICTIM")).state.messages == 1
+    assert (await js.stream_info("RB_OUT")).state.messages >= 2
+    await local.close()
+
+
+async def replies_with_one_token(world: World, count: int, tag: str) -> None:
+    """A cloud agent that answers the stored claim ``count`` times with its one token."""
+    cloud = await nats.connect(world.cloud_nats.url)
+    cloud_js = cloud.jetstream()
+    stored = await cloud_js.get_msg("RB_IN", 1)
+    headers = stored.headers or {}
+    for number in range(count):
+        await cloud_js.publish(
+            "rb.reply.plant-a",
+            orjson.dumps({"answer": f"{tag}-{number}"}),
+            headers={
+                "Rb-Reply": headers["Rb-Reply"],
+                "Rb-Capability": "docs.parse",
+                "Nats-Msg-Id": f"{tag}-{number}",
+            },
+        )
+    await cloud.close()
+
+
+async def reply_pump_settled(world: World) -> None:
+    cloud = await nats.connect(world.cloud_nats.url)
+    cloud_js = cloud.jetstream()
+    for _ in range(200):
+        info = await cloud_js.consumer_info("RB_REPLY", "reply-plant-a")
+        if info.num_ack_pending == 0 and info.num_pending == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert (info.num_ack_pending, info.num_pending) == (0, 0)
+    await cloud.close()
+
+
+async def test_a_reply_token_is_good_for_one_reply_even_across_a_restart(world: World) -> None:
+    """Three replies with one token: the first reaches the agent, the others are refused
+    (token-spent, audited, settled in the cloud); after the edge bridge restarts, a fourth is
+    refused too."""
+    await world.start_gateway()
+    edge = await world.start_edge()
+    await edge.links["cloud-eu"].wait_up(10)
+    local = await nats.connect(world.edge_nats.url)
+    inbox = local.new_inbox()
+    answers: asyncio.Queue[Msg] = await queue_of(local, inbox)
+    await local.jetstream().publish(
+        "rb.out.docs.parse",
+        orjson.dumps(CLAIM),
+        headers={"Rb-Class": "confidential", "Rb-Reply-To": inbox},
+    )
+    cloud = await nats.connect(world.cloud_nats.url)
+    for _ in range(200):
+        if (await cloud.jetstream().stream_info("RB_IN")).state.messages == 1:
+            break
+        await asyncio.sleep(0.05)
+    await cloud.close()
+
+    await replies_with_one_token(world, 3, "first")
+    first = await asyncio.wait_for(answers.get(), 20)
+    assert orjson.loads(first.data) == {"answer": "first-0"}
+    await reply_pump_settled(world)
+    await asyncio.sleep(0.3)
+    assert answers.empty()
+
+    await world.edges.pop().stop()
+    edge = await world.start_edge()
+    await edge.links["cloud-eu"].wait_up(10)
+    await replies_with_one_token(world, 1, "after-restart")
+    await reply_pump_settled(world)
+    await asyncio.sleep(0.3)
+    assert answers.empty()
+    inbound = [r for r in audit_records(world) if r["direction"] == "inbound"]
+    assert [(r["decision"], r["reason"]) for r in inbound] == [
+        ("delivered", "reply"),
+        ("refused", "token-spent"),
+        ("refused", "token-spent"),
+        ("refused", "token-spent"),
+    ]
+    await local.close()
+
+
+def signed(path: Path, key: Any, revision: int, policy: str = "claims") -> Path:
+    text = (POLICIES / "claims.yaml").read_text().replace("name: claims", f"name: {policy}", 1)
+    path.write_bytes(sign_bundle({"claims.yaml": text.encode()}, revision, key))
+    return path
+
+
+async def test_an_edge_restarted_on_an_older_or_foreign_bundle_refuses_to_start(
+    world: World,
+) -> None:
+    """Revision 8 ran; after a restart, revision 7 (an older signed bundle) is refused, and so is
+    a signed bundle of another policy; the error names both revisions or both policies."""
+    await world.start_gateway()
+    private, public = generate_signing_keys(world.root / "signing")
+    key = load_private_key(private)
+    path = signed(world.root / "policy" / "claims.bundle", key, 8)
+    policy = {"path": path, "pubkey": public, "require_signature": True, "watch_seconds": 0.2}
+    edge = await world.start_edge(policy=policy)
+    assert edge.policy.current is not None
+    assert edge.policy.current.revision == 8
+    await world.edges.pop().stop()
+
+    signed(path, key, 7)
+    with pytest.raises(
+        BundleError, match=r"revision 7 of policy 'claims' is lower than revision 8"
+    ):
+        await world.start_edge(policy=policy)
+    signed(path, key, 9, policy="claims-lab")
+    with pytest.raises(BundleError, match=r"this edge runs 'claims'"):
+        await world.start_edge(policy=policy)
+    signed(path, key, 9)
+    edge = await world.start_edge(policy=policy)
+    assert edge.policy.current is not None
+    assert edge.policy.current.revision == 9
