@@ -130,6 +130,10 @@ class Engine:
         self.guard = LeakGuard(self.scanner)
         self._current: dict[str, CryptoKey] = {}
         self.rules = tuple(self._compile(index, rule) for index, rule in enumerate(spec.rules))
+        for rule in self.rules:  # compile every mask's detectors now, not on a first message
+            for transform in rule.transforms:
+                if transform.detectors:
+                    self.scanner.together(transform.detectors)
         self.floors = tuple(
             (tuple(SubjectPattern.parse(s) for s in floor.subjects), _RANK[floor.minimum])
             for floor in spec.classification_floors

@@ -20,11 +20,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from bridge.errors import PolicyLoadError, Problem
-from bridge.policy.detectors import BUILTIN_DETECTORS, custom_detector
+from bridge.policy.detectors import BUILTIN_DETECTORS, DetectorSet, custom_detector
 from bridge.policy.model import ResidencyPolicy
 from bridge.policy.paths import FieldPath
+from bridge.policy.shadowing import RuleShape, shadowed
 from bridge.policy.source import MAX_POLICY_FILE_BYTES, Source, Trail, read_yaml
-from bridge.policy.subjects import SubjectPattern, subject_error
+from bridge.policy.subjects import subject_error
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 
@@ -260,6 +261,8 @@ def _cross_references(source: Source) -> list[Problem]:
                     )
                 )
 
+    compiled = _compiled_detectors(source, spec, problems)
+
     def check_name(trail: Trail, value: str, known: list[str], code: str, what: str) -> None:
         if value not in known:
             hint = _hint(value, known)
@@ -268,7 +271,7 @@ def _cross_references(source: Source) -> list[Problem]:
             problems.append(source.problem(trail, code, f"unknown {what} {value!r}{hint}"))
 
     rule_names: dict[str, int] = {}
-    matchers: list[tuple[str, int, list[SubjectPattern], frozenset[str] | None]] = []
+    shapes: list[RuleShape | None] = []
     for index, rule in _items(spec.get("rules")):
         rule = _mapping(rule)
         base: Trail = ("spec", "rules", index)
@@ -307,11 +310,21 @@ def _cross_references(source: Source) -> list[Problem]:
                     "unknown-key-name",
                     "key name",
                 )
-            for at, detector in _strings(transform.get("detectors")):
+            named = _strings(transform.get("detectors"))
+            for at, detector in named:
                 check_name(
                     (*place, "detectors", at), detector, detectors, "unknown-detector", "detector"
                 )
-        problems.extend(_shadowing(source, base, rule, matchers))
+            order = tuple(detector for _, detector in named)
+            if compiled is not None and order and set(order) <= set(compiled.names):
+                try:
+                    compiled.together(order)
+                except ValueError as error:
+                    problems.append(
+                        source.problem((*place, "detectors"), "bad-pattern", f"{error}")
+                    )
+        shapes.append(_shape(rule))
+    problems.extend(_shadowing(source, spec.get("rules"), shapes))
 
     for section, what in (("replies", "reply rule"), ("inbound", "inbound rule")):
         seen: set[str] = set()
@@ -371,38 +384,63 @@ def _cross_references(source: Source) -> list[Problem]:
     return problems
 
 
-def _shadowing(
-    source: Source,
-    base: Trail,
-    rule: dict[str, Any],
-    earlier: list[tuple[str, int, list[SubjectPattern], frozenset[str] | None]],
-) -> list[Problem]:
-    """A problem if an earlier rule matches everything this one does; records this rule."""
-    match = _mapping(rule.get("match"))
+def _compiled_detectors(
+    source: Source, spec: dict[str, Any], problems: list[Problem]
+) -> DetectorSet | None:
+    """Every detector compiled together, as the engine will (RE2 may refuse in combination
+    what it accepts one by one); None, with a problem, when that fails."""
+    custom = []
+    for name, declared in _mapping(spec.get("detectors")).items():
+        pattern = _mapping(declared).get("pattern")
+        if name in BUILTIN_DETECTORS or not isinstance(pattern, str):
+            continue
+        try:
+            custom.append(custom_detector(name, pattern))
+        except ValueError:
+            return None  # reported for that detector on its own
+    try:
+        return DetectorSet.of([*BUILTIN_DETECTORS.values(), *custom])
+    except ValueError as error:
+        problems.append(source.problem(("spec", "detectors"), "bad-pattern", str(error)))
+        return None
+
+
+def _shape(rule: Any) -> RuleShape | None:
+    """A rule's subjects and classifications, or None when they are too malformed to judge."""
+    match = _mapping(_mapping(rule).get("match"))
     subjects = [text for _, text in _strings(match.get("subjects"))]
     if not subjects or any(subject_error(text, pattern=True) for text in subjects):
-        return []
-    patterns = [SubjectPattern.parse(text) for text in subjects]
+        return None
     levels = match.get("classification")
     classes = (
         frozenset(level for _, level in _strings(levels)) if isinstance(levels, list) else None
     )
-    name = str(rule.get("name", f"#{base[-1]}"))
+    return RuleShape(tuple(tuple(text.split(".")) for text in subjects), classes)
+
+
+def _shadowing(source: Source, rules: Any, shapes: list[RuleShape | None]) -> list[Problem]:
+    """A problem for each rule that the rules above it together leave nothing to match."""
+    items = _items(rules)
+
+    def named(position: int) -> str:
+        name = _mapping(items[position][1]).get("name")
+        line = source.where(("spec", "rules", position))[0]
+        return f"{str(name) if isinstance(name, str) else f'#{position}'!r} (line {line})"
+
     found: list[Problem] = []
-    for other_name, other_line, other_patterns, other_classes in earlier:
-        covers_subjects = all(
-            any(mine.covers(theirs) for mine in other_patterns) for theirs in patterns
-        )
-        covers_classes = other_classes is None or (classes is not None and classes <= other_classes)
-        if covers_subjects and covers_classes:
-            found.append(
-                source.problem(
-                    (*base, "match"),
-                    "shadowed-rule",
-                    f"rule {name!r} can never match: rule {other_name!r} (line {other_line}) "
-                    "matches every message it would; move it above that rule or narrow the earlier one",
-                )
+    for index, covering in shadowed(shapes).items():
+        rule = _mapping(items[index][1]).get("name", f"#{index}")
+        if len(covering) == 1:
+            by = f"rule {named(covering[0])} matches every message it would"
+        else:
+            listed = ", ".join(named(position) for position in covering[:4])
+            more = f" and {len(covering) - 4} more" if len(covering) > 4 else ""
+            by = f"rules {listed}{more} together match every message it would"
+        found.append(
+            source.problem(
+                ("spec", "rules", index, "match"),
+                "shadowed-rule",
+                f"rule {str(rule)!r} can never match: {by}; move it above them or narrow them",
             )
-            break
-    earlier.append((name, source.where(base)[0], patterns, classes))
+        )
     return found

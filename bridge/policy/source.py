@@ -104,12 +104,46 @@ class _Reader:
             return None
 
 
+# libyaml when PyYAML was built with it (the pure-Python parser takes ~40 s for 1 MiB).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: Deeper nesting than any policy needs; also keeps the recursive composer off the stack's limit.
+MAX_NESTING = 64
+
+
+def _too_deep(file: str, text: str) -> Problem | None:
+    """A problem at the first collection nested deeper than MAX_NESTING, found from the parser's
+    events (an iterative state machine), before the recursive composer could overflow."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_LOADER):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_NESTING:
+                    mark = event.start_mark
+                    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+                    return Problem(
+                        file,
+                        line,
+                        column,
+                        "too-deep",
+                        f"nested deeper than {MAX_NESTING} levels; policies need far fewer",
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # a syntax error: composing reports it with its place
+    return None
+
+
 def read_yaml(file: str, text: str) -> tuple[Source, list[Problem]]:
     """Parse one YAML document; return the data with positions, and the problems found."""
     reader = _Reader(file)
     reader.source.text = text
+    deep = _too_deep(file, text)
+    if deep is not None:
+        return reader.source, [deep]
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_LOADER)
     except yaml.composer.ComposerError as error:
         # A second document, or an undefined alias.
         return reader.source, [_from_marked(file, error, "yaml-syntax")]

@@ -29,12 +29,20 @@ def audit_records(world: World) -> list[dict[str, Any]]:
 
 
 async def wait_for_records(world: World, count: int) -> list[dict[str, Any]]:
-    for _ in range(200):
+    for _ in range(600):
         path = world.root / "audit" / "audit.jsonl"
         if path.exists() and len(records := audit_records(world)) >= count:
             return records
         await asyncio.sleep(0.05)
     raise AssertionError(f"fewer than {count} audit records")
+
+
+async def stored_in_the_cloud(cloud_js: Any, count: int) -> None:
+    for _ in range(600):
+        if (await cloud_js.stream_info("RB_IN")).state.messages == count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"RB_IN never held {count} message(s)")
 
 
 async def test_a_lower_case_classification_header_is_obeyed(world: World) -> None:
@@ -105,10 +113,7 @@ async def test_the_bridge_never_publishes_where_an_agent_points_it(
     ]
     cloud = await nats.connect(world.cloud_nats.url)
     cloud_js = cloud.jetstream()
-    for _ in range(100):
-        if (await cloud_js.stream_info("RB_IN")).state.messages == 1:
-            break
-        await asyncio.sleep(0.05)
+    await stored_in_the_cloud(cloud_js, 1)
     stored = await cloud_js.get_msg("RB_IN", 1)
     assert "Rb-Reply" not in (stored.headers or {})  # no reply route was sealed
     await cloud.close()
@@ -142,7 +147,7 @@ async def replies_with_one_token(world: World, count: int, tag: str) -> None:
 async def reply_pump_settled(world: World) -> None:
     cloud = await nats.connect(world.cloud_nats.url)
     cloud_js = cloud.jetstream()
-    for _ in range(200):
+    for _ in range(600):
         info = await cloud_js.consumer_info("RB_REPLY", "reply-plant-a")
         if info.num_ack_pending == 0 and info.num_pending == 0:
             break
@@ -167,10 +172,7 @@ async def test_a_reply_token_is_good_for_one_reply_even_across_a_restart(world: 
         headers={"Rb-Class": "confidential", "Rb-Reply-To": inbox},
     )
     cloud = await nats.connect(world.cloud_nats.url)
-    for _ in range(200):
-        if (await cloud.jetstream().stream_info("RB_IN")).state.messages == 1:
-            break
-        await asyncio.sleep(0.05)
+    await stored_in_the_cloud(cloud.jetstream(), 1)
     await cloud.close()
 
     await replies_with_one_token(world, 3, "first")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -177,3 +178,36 @@ def test_the_manifest_names_the_policies_and_must_agree_with_the_files(tmp_path:
         BundleError, match=r"names the policies \['claims'\].*hold \['claims-lab'\]"
     ):
         load_bundle(data, key.public_key())
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        # Compiles alone, not beside the built-in detectors.
+        lambda text: text.replace("pattern: '\\bADJ-\\d{6}\\b'", "pattern: '\\pL{200}'"),
+        # Nested far deeper than a policy needs.
+        lambda text: text + "\nextra: " + "[" * 3000 + "]" * 3000 + "\n",
+        # A payload limit deeper than the bridge can serialise.
+        lambda text: text.replace("  defaults:", "  limits: {max_depth: 400}\n  defaults:"),
+    ],
+)
+def test_any_broken_reload_keeps_the_last_good_policy_and_later_changes_still_apply(
+    tmp_path: Path, keys: FileKeyStore, breakage: Any
+) -> None:
+    """A reload that fails in any way (a pattern RE2 cannot combine, nesting, a bad limit) is
+    refused with a reason; the running policy stays; the next good file is applied."""
+    good = (POLICIES / "claims.yaml").read_text()
+    path = tmp_path / "claims.yaml"
+    path.write_text(good)
+    source = PolicySource(path, keys)
+    source.load()
+    broken = breakage(good)
+    assert broken != good
+    path.write_text(broken)
+    assert source.reload(force=True) is False
+    assert source.last_error
+    assert source.engine.name == "claims"
+    path.write_text(good.replace("revision: 7", "revision: 8"))
+    assert source.reload(force=True) is True
+    assert source.current is not None
+    assert source.current.revision == 8
