@@ -26,6 +26,8 @@ from bridge.contract import (
     HEADER_REPLY_TOKEN,
     HEADER_TO,
     STREAM_REPLY,
+    HeaderConflict,
+    rb_headers,
     reply_subject,
 )
 from bridge.link import Envelope, LinkGateway, NotConnected, Reject
@@ -127,12 +129,18 @@ class ReplyForwarder:
             self.refused += 1
             log.warning("dropped a malformed reply: %s", problem)
             return None
-        token = headers.get(HEADER_REPLY_TOKEN, "")
+        try:
+            rb = rb_headers(headers)  # Rb-* names in any spelling, as on the edge
+        except HeaderConflict as conflict:
+            self.refused += 1
+            log.warning("dropped a malformed reply: %s", conflict)
+            return None
+        token = rb.get(HEADER_REPLY_TOKEN.lower(), "")
         sequence = message.metadata.sequence.stream
         envelope_id = headers.get(HEADER_MSG_ID) or f"reply-{sequence}"
         # A reply names its route by token; a cloud-initiated request names its local subject.
         # Either way, the site's policy decides.
-        target = headers.get(HEADER_CAPABILITY, "") if token else headers.get(HEADER_TO, "")
+        target = rb.get(HEADER_CAPABILITY.lower(), "") if token else rb.get(HEADER_TO.lower(), "")
         return Envelope(
             # The stream sequence makes each stored reply distinct: the edge tells a redelivery
             # of one reply (same id) from another reply carrying the same token.

@@ -482,6 +482,9 @@ class EdgeBridge:
             return evaluate(subject, envelope.payload)
         except PayloadError as error:
             raise Refused(Reject("bad-payload", error.detail), f"payload:{error.code}") from None
+        except Exception as error:  # refuse this envelope alone, never the batch around it
+            reason = f"error:{type(error).__name__}"
+            raise Refused(Reject("bad-payload", "the edge could not read it"), reason) from None
 
     def _inbound_record(
         self, envelope: Envelope, decision: str, reason: str, rule: str | None, reidentified: int

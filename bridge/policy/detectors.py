@@ -37,10 +37,10 @@ Confirm = Callable[[bytes, int, int], Found]
 
 MAX_CUSTOM_PATTERN_LENGTH = 1000
 _RE2_MAX_MEM = 8 << 20
-# Separators between the digit groups of a card, an SSN or a phone number, after normalisation
-# (every dash is '-', every space ' '): one to three of them, so "4111  1111" is one number.
-_SEP = r"[ .\-/_]"
-_GROUP_SEP = re.compile(rb"[ .\-/_]+")
+# Separators between the digit groups of a card or an SSN, after normalisation (every dash is
+# '-', every space ' '): one to three of them, so "4111  1111" and "536\n22\n8751" are numbers.
+_SEP = r"[ \t\r\n.\-/_]"
+_GROUP_SEP = re.compile(rb"[ \t\r\n.\-/_]+")
 _DIGITS = frozenset(b"0123456789")
 _DOT = 0x2E
 
@@ -143,7 +143,7 @@ def _confirm_card(data: bytes, start: int, end: int) -> Found:
 
 
 _SSN_LABELLED = re.compile(rb"\d{9}")
-_SSN_SHAPE = re.compile(rb"(\d{3})([ .\-/_]{1,3})(\d{2})([ .\-/_]{1,3})(\d{4})")
+_SSN_SHAPE = re.compile(rb"(\d{3})([ \t\r\n.\-/_]{1,3})(\d{2})([ \t\r\n.\-/_]{1,3})(\d{4})")
 
 
 def _confirm_ssn(data: bytes, start: int, end: int) -> Found:
