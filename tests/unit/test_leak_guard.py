@@ -260,6 +260,68 @@ def test_any_combination_of_evasions_is_denied_and_masked(data: st.DataObject, k
 
 
 @st.composite
+def ibans(draw: st.DrawFn) -> list[str]:
+    """A valid IBAN of a few countries (check digits computed), in groups of four."""
+    country, length = draw(st.sampled_from([("DE", 22), ("GB", 22), ("FR", 27), ("NL", 18)]))
+    alphabet = string.digits if country == "DE" else string.digits + string.ascii_uppercase
+    bban = "".join(
+        draw(st.lists(st.sampled_from(alphabet), min_size=length - 4, max_size=length - 4))
+    )
+    number = int("".join(str(int(c, 36)) for c in bban + country + "00"))
+    compact = f"{country}{98 - number % 97:02d}{bban}"
+    return [compact[i : i + 4] for i in range(0, len(compact), 4)]
+
+
+@st.composite
+def phones(draw: st.DrawFn) -> list[str]:
+    """International numbers as people write them: +CC, then groups."""
+    country = draw(st.sampled_from(["+44", "+49", "+33", "+1"]))
+    area = draw(st.integers(10, 999))
+    exchange = draw(st.integers(100, 9999))
+    line = draw(st.integers(0, 9999))
+    return [country, str(area), str(exchange), f"{line:04d}"]
+
+
+@st.composite
+def ipv4s(draw: st.DrawFn) -> list[str]:
+    return [str(draw(st.integers(1, 255))) for _ in range(4)]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    kind=st.sampled_from(["iban", "phone", "ipv4"]),
+)
+def test_other_detectors_see_through_the_evasions_too(data: st.DataObject, kind: str) -> None:
+    """IBANs, phone numbers and IPv4 addresses in Unicode digits, with invisible characters,
+    look-alike spaces and dashes, glued to letters: still found, and masked whole."""
+    groups = data.draw({"iban": ibans(), "phone": phones(), "ipv4": ipv4s()}[kind])
+    digits = data.draw(st.sampled_from(DIGIT_FORMS))
+    table = str.maketrans("0123456789", digits)
+    separators = {
+        "iban": [" ", "\u00a0", "\u202f", ""],
+        "phone": [*SPACES, "-", "–"],
+        "ipv4": ["."],
+    }
+    separator = data.draw(st.sampled_from(separators[kind]))
+    written = ""
+    for index, group in enumerate(groups):
+        group = group.translate(table)
+        if len(group) > 1 and data.draw(st.booleans()):
+            at = data.draw(st.integers(1, len(group) - 1))
+            group = group[:at] + data.draw(st.sampled_from(INVISIBLE)) + group[at:]
+        written += (separator if index else "") + group
+    glue = data.draw(
+        st.sampled_from(["", "x ", {"iban": "IBAN", "phone": "Tel", "ipv4": "ip"}[kind]])
+    )
+    notes = f"see {glue}{written} today"
+    assert leak_class(notes) == kind
+    result = masked(notes)
+    assert f"[{kind}]" in result
+    assert leak_class(result) is None
+
+
+@st.composite
 def emails(draw: st.DrawFn) -> str:
     user = draw(st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=8))
     host = draw(st.text(alphabet=string.ascii_lowercase, min_size=2, max_size=8))
