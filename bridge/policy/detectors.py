@@ -52,6 +52,20 @@ def _re2_options() -> Any:
     return options
 
 
+def _compiled_set(patterns: Iterable[str], anchor: Any) -> Any:
+    """RE2's own set object (the ``re2`` module's wrapper costs a Python call per match).
+
+    Raises ``re2.error`` when RE2 cannot compile the patterns together.
+    """
+    compiled = _re2.Set(anchor, _re2_options())
+    for pattern in patterns:
+        if compiled.Add(pattern.encode()) < 0:
+            raise re2.error(f"RE2 refused the pattern {pattern!r}")
+    if not compiled.Compile():
+        raise re2.error("failed to compile Set")
+    return compiled
+
+
 @dataclass(frozen=True, slots=True)
 class Detector:
     """A named class of sensitive value: a pattern, and optionally a confirmation of each hit.
@@ -262,8 +276,9 @@ _NOT_AFTER_A_NUMBER = r"(?:^|[^0-9.\-/]|[A-Za-z][.\-/])"
 _PHONE_LABELS = r"(?i:phone|telephone|tel|mobile|mob|cell|fax|whatsapp)"
 _SSN_LABELS = r"(?i:ssn|social security(?: number| no)?|soc\.? ?sec\.?(?: ?no)?)"
 
-# In order of specificity: the leak guard names the first class it confirms, and a checksum or a
-# shape rule (SSN, card, IBAN) says more about a value than a phone number's loose shape.
+# In order of specificity: the leak guard names the first class it confirms. A checksum with a
+# shape rule (SSN, IBAN, card) says more than a phone number's loose shape, and an IBAN (letters
+# and digits) more than the card-shaped digit groups that may sit inside it.
 BUILTIN_DETECTORS: dict[str, Detector] = {
     detector.name: detector
     for detector in (
@@ -281,17 +296,17 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
             _confirm_ssn,
         ),
         Detector(
+            "iban",
+            r"(?i:[a-z]{2}\d{2}(?:[ \-]?[a-z0-9]{4}){2,7}(?:[ \-]?[a-z0-9]{1,4})?)",
+            "international bank account numbers, mod-97-checked, in either case",
+            _confirm_iban,
+        ),
+        Detector(
             "credit_card",
             rf"\d(?:{_SEP}{{0,3}}\d){{11,}}",
             "payment card numbers, 13 to 19 digits (12 for Maestro), Luhn-checked",
             _confirm_card,
             bounded=False,
-        ),
-        Detector(
-            "iban",
-            r"(?i:[a-z]{2}\d{2}(?:[ \-]?[a-z0-9]{4}){2,7}(?:[ \-]?[a-z0-9]{1,4})?)",
-            "international bank account numbers, mod-97-checked, in either case",
-            _confirm_iban,
         ),
         Detector(
             "phone",
@@ -395,10 +410,13 @@ class _Together:
         self.members = members
         chosen = [detectors[index].pattern for index in members]
         self.find = _Pattern("|".join(f"(?:{pattern})" for pattern in chosen))
-        self.exact = re2.Set.FullMatchSet(_re2_options())
-        for pattern in chosen:
-            self.exact.Add(pattern)
-        self.exact.Compile()
+        try:
+            self.exact = _compiled_set(chosen, re2._Anchor.ANCHOR_BOTH)
+        except re2.error:
+            raise ValueError(
+                f"the detectors {', '.join(detectors[index].name for index in members)} "
+                f"together are too large for RE2's memory budget of {_RE2_MAX_MEM >> 20} MiB"
+            ) from None
 
     def rank_of(self, candidate: bytes) -> int | None:
         """The best rank among the members that match ``candidate`` whole (None: none does)."""
@@ -423,10 +441,7 @@ class DetectorSet:
 
     def __post_init__(self) -> None:
         try:
-            self._set = re2.Set.SearchSet(_re2_options())
-            for detector in self.detectors:
-                self._set.Add(detector.pattern)
-            self._set.Compile()
+            self._set = _compiled_set((d.pattern for d in self.detectors), _UNANCHORED)
         except re2.error:
             raise ValueError(
                 "the detectors together are too large for RE2's memory budget of "
