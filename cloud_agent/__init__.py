@@ -23,7 +23,13 @@ from bridge.contract import (
     inbound_subject,
     reply_subject,
 )
-from cloud_agent.agent import CapabilityHandler, CloudAgent, CloudAgentStats, CloudRequest
+from cloud_agent.agent import (
+    CapabilityHandler,
+    CloudAgent,
+    CloudAgentStats,
+    CloudAgentUnavailable,
+    CloudRequest,
+)
 from cloud_agent.payload import Digest, Token, tokens_in, with_pseudonyms
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "CapabilityHandler",
     "CloudAgent",
     "CloudAgentStats",
+    "CloudAgentUnavailable",
     "CloudRequest",
     "Digest",
     "Token",

@@ -34,9 +34,9 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import nats
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -64,9 +64,17 @@ from bridge.contract import (
     inbound_subject,
     reply_subject,
 )
+from bridge.errors import RbridgeError
+from bridge.natsconnect import AGENT_IDENTITY_HINT, NatsConnectError, NatsIdentity, connect
 from cloud_agent.payload import with_pseudonyms
 
 log = logging.getLogger("cloud_agent")
+
+
+class CloudAgentUnavailable(RbridgeError):
+    """The cloud NATS could not be reached (or refused the credentials) within the timeout."""
+
+    retriable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +110,10 @@ class CloudAgent:
         self,
         name: str,
         *,
-        nats_url: str = "nats://127.0.0.1:4222",
+        nats_url: str | None = None,
+        nkey_seed: str | Path | None = None,
+        credentials: str | Path | None = None,
+        connect_timeout: float = 10.0,
         max_attempts: int = 3,
         retry_delay: float = 0.5,
         batch: int = 32,
@@ -112,7 +123,10 @@ class CloudAgent:
         if not name or any(ch in name for ch in ".*> \t\r\n"):
             raise ValueError(f"agent name {name!r} must be one subject token (no '.', '*', '>')")
         self.name = name
-        self.nats_url = nats_url
+        # Given here, else RBRIDGE_AGENT_NATS_URL / _NKEY / _CREDS, else the local default.
+        self.identity = NatsIdentity.for_agents(nats_url, nkey_seed, credentials)
+        self.nats_url = self.identity.url
+        self.connect_timeout = connect_timeout
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
         self.batch = batch
@@ -155,16 +169,19 @@ class CloudAgent:
     # --- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect and start one consuming task per capability."""
-        self._nc = await nats.connect(
-            self.nats_url,
-            name=f"cloud-agent/{self.name}",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            connect_timeout=5,
-            error_cb=self._on_nats_error,
-            **self._connect_options,
-        )
+        """Connect (failing with :class:`CloudAgentUnavailable` within ``connect_timeout``)
+        and start one consuming task per capability."""
+        try:
+            self._nc = await connect(
+                self.identity,
+                name=f"cloud-agent/{self.name}",
+                timeout=self.connect_timeout,
+                hint=AGENT_IDENTITY_HINT,
+                on_error=self._on_nats_error,
+                **self._connect_options,
+            )
+        except NatsConnectError as error:
+            raise CloudAgentUnavailable(str(error)) from None
         js = self._nc.jetstream()
         self._done = await _done_bucket(js, self.name, self.remember_seconds)
         for capability in self._handlers:

@@ -31,9 +31,9 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import nats
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -43,7 +43,6 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NoStreamResponseError
 
-from bridge.cancellation import within
 from bridge.contract import (
     CLASSIFICATIONS,
     HEADER_AGENT_ERROR,
@@ -57,6 +56,7 @@ from bridge.contract import (
     error_summary,
     outbound_subject,
 )
+from bridge.natsconnect import AGENT_IDENTITY_HINT, NatsConnectError, NatsIdentity, connect
 from edge_agent.errors import AgentError, Denied, HandlerFailed, TimedOut, Unavailable
 from edge_agent.heartbeat import Heartbeat
 
@@ -108,7 +108,9 @@ class Agent:
         self,
         name: str,
         *,
-        nats_url: str = "nats://127.0.0.1:4222",
+        nats_url: str | None = None,
+        nkey_seed: str | Path | None = None,
+        credentials: str | Path | None = None,
         instance: str | None = None,
         max_attempts: int = 3,
         retry_delay: float = 0.05,
@@ -123,7 +125,9 @@ class Agent:
             raise ValueError("max_attempts must be at least 1")
         self.name = name
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.nats_url = nats_url
+        # Given here, else RBRIDGE_AGENT_NATS_URL / _NKEY / _CREDS, else the local default.
+        self.identity = NatsIdentity.for_agents(nats_url, nkey_seed, credentials)
+        self.nats_url = self.identity.url
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
         self.heartbeat_seconds = heartbeat_seconds
@@ -182,22 +186,16 @@ class Agent:
         """Connect, subscribe every handler in the agent's queue group, start the heartbeat."""
         try:
             # Retried until ``connect_timeout``; once connected, reconnects go on for ever.
-            self._nc = await within(
-                nats.connect(
-                    self.nats_url,
-                    name=f"{self.name}/{self.instance}",
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    connect_timeout=min(5.0, self.connect_timeout),
-                    error_cb=self._on_nats_error,
-                    **self._connect_options,
-                ),
-                self.connect_timeout,
-                "connection",
+            self._nc = await connect(
+                self.identity,
+                name=f"{self.name}/{self.instance}",
+                timeout=self.connect_timeout,
+                hint=AGENT_IDENTITY_HINT,
+                on_error=self._on_nats_error,
+                **self._connect_options,
             )
-        except (OSError, NatsError, TimeoutError) as error:
-            why = self._last_nats_error or error_summary(error)
-            raise Unavailable(self.nats_url, f"cannot connect to NATS: {why}") from None
+        except NatsConnectError as error:
+            raise Unavailable(self.nats_url, str(error)) from None
         self._inbox = f"_INBOX.{self.name}.{uuid.uuid4().hex}"
         await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_answer)
         for subject, handler in self._handlers.items():

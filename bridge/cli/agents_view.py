@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TextIO
 
-import nats
 import orjson
-from nats.errors import Error as NatsError
 
-from bridge.errors import RbridgeError
+from bridge.natsconnect import AGENT_IDENTITY_HINT, NatsIdentity, connect
 from edge_agent import agent_statuses
 
 
-class AgentsUnavailable(RbridgeError):
-    retriable = True
+async def show(identity: NatsIdentity, *, as_json: bool, out: TextIO) -> int:
+    async def quiet(_error: Exception) -> None:
+        pass  # the connection error says what went wrong, once
 
-
-async def show(url: str, *, as_json: bool, out: TextIO) -> int:
-    problems: list[str] = []
-
-    async def failed(error: Exception) -> None:
-        # Instead of nats-py's default, which logs a traceback for every attempt.
-        problems.append(type(error).__name__)
-
-    try:
-        connection = await asyncio.wait_for(
-            nats.connect(url, connect_timeout=3, allow_reconnect=False, error_cb=failed), 5
-        )
-    except (OSError, NatsError, TimeoutError) as error:
-        why = problems[-1] if problems else type(error).__name__
-        raise AgentsUnavailable(f"cannot connect to NATS at {url}: {why}") from None
+    connection = await connect(
+        identity, name="rbridge-agents", timeout=5, reconnect=False,
+        hint=AGENT_IDENTITY_HINT, on_error=quiet,
+    )  # fmt: skip
     try:
         statuses = await agent_statuses(connection)
     finally:

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from bridge.errors import UsageError
+from bridge.natsconnect import add_identity_arguments, identity_from
 
 
 def _positive(kind: type[int] | type[float]) -> Any:
@@ -51,7 +52,7 @@ def register(commands: Any) -> None:
     up.set_defaults(run=_up, command_path=["up"])
 
     agents = commands.add_parser("agents", help="list on-prem agents: live, silent and stopped")
-    agents.add_argument("--nats", default="nats://127.0.0.1:4222", metavar="URL")
+    add_identity_arguments(agents)
     agents.add_argument("--json", action="store_true", help="print JSON lines")
     agents.set_defaults(run=_agents, command_path=["agents"])
 
@@ -105,4 +106,4 @@ def _up(arguments: argparse.Namespace) -> int:
 def _agents(arguments: argparse.Namespace) -> int:
     from bridge.cli.agents_view import show
 
-    return asyncio.run(show(arguments.nats, as_json=arguments.json, out=sys.stdout))
+    return asyncio.run(show(identity_from(arguments), as_json=arguments.json, out=sys.stdout))

@@ -1,24 +1,22 @@
-"""Connecting to NATS with the configured credentials: fail clearly at first, reconnect forever after."""
+"""The runtimes' NATS connection: their configured credentials, reconnecting for ever once up.
+
+One connection routine serves the runtimes, the agent SDKs and the tools
+(:mod:`bridge.natsconnect`); this adds the runtimes' connection-state log lines.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
-import nats
 from nats.aio.client import Client
 
-from bridge.cancellation import within
-from bridge.errors import RbridgeError
+from bridge.natsconnect import NatsConnectError, NatsIdentity
+from bridge.natsconnect import connect as connect_as
 
 log = logging.getLogger("rbridge.nats")
 
-
-class NatsConnectError(RbridgeError):
-    """The first connection to NATS did not succeed in time (wrong URL, credentials, server down)."""
-
-    retriable = True
+__all__ = ["NatsConnectError", "connect"]
 
 
 async def connect(
@@ -31,19 +29,6 @@ async def connect(
 ) -> Client:
     """Connect within ``timeout`` or raise :class:`NatsConnectError` saying why; once connected,
     a lost connection is retried for ever (the bridge waits rather than drops anything)."""
-    options: dict[str, Any] = {
-        "servers": [url],
-        "name": name,
-        "max_reconnect_attempts": -1,
-        "reconnect_time_wait": 0.5,
-        "connect_timeout": 5,
-        "allow_reconnect": True,
-    }
-    if credentials is not None:
-        options["user_credentials"] = str(credentials)
-    if nkey_seed is not None:
-        options["nkeys_seed"] = str(nkey_seed)
-    problems: list[str] = []
 
     async def disconnected() -> None:
         log.warning("NATS connection lost; reconnecting")
@@ -51,26 +36,11 @@ async def connect(
     async def reconnected() -> None:
         log.info("NATS connection restored")
 
-    async def error(problem: Exception) -> None:
-        text = str(problem) or type(problem).__name__
-        # What the server said (e.g. an authorization violation) explains more than the
-        # connection reset that follows it: keep it first.
-        if isinstance(problem, nats.errors.Error) and not isinstance(
-            problem, nats.errors.UnexpectedEOF
-        ):
-            problems.insert(0, text)
-        else:
-            problems.append(text)
-        log.warning("NATS error: %s", type(problem).__name__)
-
-    try:
-        return await within(
-            nats.connect(
-                **options, disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error
-            ),
-            timeout,
-            "connection",
-        )
-    except (TimeoutError, OSError, nats.errors.Error) as failure:
-        reason = problems[0] if problems else (str(failure) or type(failure).__name__)
-        raise NatsConnectError(f"cannot connect to NATS at {url}: {reason[:200]}") from None
+    return await connect_as(
+        NatsIdentity(url, nkey_seed, credentials),
+        name=name,
+        timeout=timeout,
+        hint="check nats.nkey_seed or nats.credentials in the settings",
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+    )

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 from typing import Any
 
-from cloud_agent import CloudAgent, CloudRequest
+from bridge.natsconnect import NatsIdentity, add_identity_arguments, identity_from
+from cloud_agent import CloudAgent, CloudAgentUnavailable, CloudRequest
 
 _ISO_DATE = re.compile(r"\b(20\d\d-[01]\d-[0-3]\d)\b")
 _WORD_DATE = re.compile(
@@ -125,8 +125,10 @@ def claims_agents(nats_url: str, **options: Any) -> tuple[CloudAgent, CloudAgent
     return parser, scorer
 
 
-async def main(nats_url: str) -> None:
-    parser, scorer = claims_agents(nats_url)
+async def main(identity: NatsIdentity) -> None:
+    parser, scorer = claims_agents(
+        identity.url, nkey_seed=identity.nkey_seed, credentials=identity.credentials
+    )
     await scorer.start()
     try:
         await parser.run()
@@ -136,7 +138,8 @@ async def main(nats_url: str) -> None:
 
 if __name__ == "__main__":
     arguments = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    arguments.add_argument(
-        "--nats", default=os.environ.get("RBRIDGE_AGENT_NATS_URL", "nats://127.0.0.1:4222")
-    )
-    asyncio.run(main(arguments.parse_args().nats))
+    add_identity_arguments(arguments)  # --nats, --nkey, --creds (or RBRIDGE_AGENT_…)
+    try:
+        asyncio.run(main(identity_from(arguments.parse_args())))
+    except CloudAgentUnavailable as error:
+        raise SystemExit(f"cloud claims agents: {error}") from None

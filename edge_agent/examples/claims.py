@@ -9,7 +9,7 @@ cloud triage scorer (``claims.triage``) and answers with the parsed fields, the 
 
 Run both agents against a local NATS::
 
-    python -m edge_agent.examples.claims --nats nats://127.0.0.1:4222
+    python -m edge_agent.examples.claims --nats nats://127.0.0.1:4222 --nkey /etc/rbridge/nkeys/agents.nk
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from edge_agent import Agent, Request
+from bridge.natsconnect import NatsIdentity, add_identity_arguments, identity_from
+from edge_agent import Agent, Request, Unavailable
 
 #: Claims above this amount get a closer look.
 LARGE_CLAIM = 15_000.0
@@ -87,8 +88,13 @@ def intake_agent(nats_url: str, *, cloud_timeout: float = 30.0, **options: Any) 
     return agent
 
 
-async def main(nats_url: str) -> None:
-    fraud, intake = fraud_agent(nats_url), intake_agent(nats_url)
+async def main(identity: NatsIdentity) -> None:
+    fraud = fraud_agent(
+        identity.url, nkey_seed=identity.nkey_seed, credentials=identity.credentials
+    )
+    intake = intake_agent(
+        identity.url, nkey_seed=identity.nkey_seed, credentials=identity.credentials
+    )
     await fraud.start()
     try:
         await intake.run()
@@ -98,5 +104,8 @@ async def main(nats_url: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nats", default="nats://127.0.0.1:4222")
-    asyncio.run(main(parser.parse_args().nats))
+    add_identity_arguments(parser)  # --nats, --nkey, --creds (or RBRIDGE_AGENT_…)
+    try:
+        asyncio.run(main(identity_from(parser.parse_args())))
+    except Unavailable as error:
+        raise SystemExit(f"claims agents: {error}") from None

@@ -206,7 +206,7 @@ def test_the_public_surface_is_locked() -> None:
     assert set(cloud_agent.__all__) == {
         "HEADER_AGENT_ERROR", "HEADER_CLASS", "HEADER_POLICY", "HEADER_RB_MSG_ID",
         "HEADER_REPLY_TOKEN", "HEADER_RULE", "HEADER_SITE", "HEADER_TO", "CapabilityHandler",
-        "CloudAgent", "CloudAgentStats", "CloudRequest", "Digest", "Token",
+        "CloudAgent", "CloudAgentStats", "CloudAgentUnavailable", "CloudRequest", "Digest", "Token",
         "dead_letter_subject", "inbound_subject", "reply_subject", "tokens_in", "with_pseudonyms",
     }  # fmt: skip
     for module in (edge_agent, cloud_agent):
