@@ -33,6 +33,8 @@ HEADER_POLICY: Final = "Rb-Policy"
 HEADER_REPLY_TOKEN: Final = "Rb-Reply"
 HEADER_STATUS: Final = "Rb-Status"
 HEADER_REASON: Final = "Rb-Reason"
+#: On a deny notice: why, for people (e.g. both revisions of a revision refusal); never data.
+HEADER_DETAIL: Final = "Rb-Detail"
 #: On ``rb.reply.<site>`` without an ``Rb-Reply`` token: a cloud-initiated request, addressed to
 #: this local subject (delivered only if an inbound rule of the site's policy allows it).
 HEADER_TO: Final = "Rb-To"

@@ -47,6 +47,7 @@ from bridge.contract import (
     CLASSIFICATIONS,
     HEADER_AGENT_ERROR,
     HEADER_CLASS,
+    HEADER_DETAIL,
     HEADER_MSG_ID,
     HEADER_REASON,
     HEADER_REPLY_TO,
@@ -433,7 +434,12 @@ class Agent:
             self._waiting.pop(token, None)
         headers = answer.headers or {}
         if headers.get(HEADER_STATUS) == "denied":
-            raise Denied(capability, headers.get(HEADER_RULE, ""), headers.get(HEADER_REASON, ""))
+            raise Denied(
+                capability,
+                headers.get(HEADER_RULE, ""),
+                headers.get(HEADER_REASON, ""),
+                headers.get(HEADER_DETAIL, ""),
+            )
         return _answer(capability, answer)
 
     async def _on_answer(self, message: Msg) -> None:

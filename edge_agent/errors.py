@@ -25,9 +25,10 @@ class Denied(AgentError):
     "docs.medical.scan was denied by rule 'health-data-stays-home' (rule:health-data-stays-home)"
     """
 
-    def __init__(self, capability: str, rule: str, reason: str) -> None:
-        self.capability, self.rule, self.reason = capability, rule, reason
-        super().__init__(f"{capability} was denied by rule {rule!r} ({reason})")
+    def __init__(self, capability: str, rule: str, reason: str, detail: str = "") -> None:
+        self.capability, self.rule, self.reason, self.detail = capability, rule, reason, detail
+        why = f"{reason}: {detail}" if detail else reason
+        super().__init__(f"{capability} was denied by rule {rule!r} ({why})")
 
 
 class TimedOut(AgentError):

@@ -58,7 +58,7 @@ def _cloud(arguments: argparse.Namespace) -> int:
 
 
 def _edge(arguments: argparse.Namespace) -> int:
-    from bridge.edge.app import run
+    from bridge.edge.app import check_destinations, run
     from bridge.edge.config import EdgeSettings
     from bridge.edge.policy_source import PolicySource
     from bridge.keys import FileKeyStore
@@ -75,6 +75,7 @@ def _edge(arguments: argparse.Namespace) -> int:
         state_dir=settings.state_directory, record=False,
     )  # fmt: skip
     loaded = source.load()
+    check_destinations(settings, loaded.engine.policy)
     if arguments.check_config:
         print(
             f"ok: edge bridge for site {settings.site}, policy {loaded.source}, destinations {', '.join(sorted(settings.destinations))}"

@@ -32,6 +32,7 @@ class CloudGateway:
         self.port = 0
         self.http_port = 0
         self._stopped = asyncio.Event()
+        self._warned: set[str] = set()  # edge instances warned about a too-old policy revision
 
     async def start(self) -> None:
         settings = self.settings
@@ -87,6 +88,15 @@ class CloudGateway:
     def _sessions_changed(self, site: str) -> None:
         assert self.gateway is not None
         self.metrics.sessions.set(sum(len(group) for group in self.gateway.sessions.values()))
+        minimum = self.settings.min_policy_revision
+        for session in self.gateway.sessions.get(site, ()):
+            if session.revision < minimum and session.instance not in self._warned:
+                self._warned.add(session.instance)
+                log.warning(
+                    "site %s instance %s runs policy revision %d, below this gateway's minimum "
+                    "%d: every message it sends will be refused (revision-refused)",
+                    site, session.instance, session.revision, minimum,
+                )  # fmt: skip
         self.replies.sessions_changed(site)
 
     def not_ready(self) -> list[str]:

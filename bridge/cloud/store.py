@@ -81,6 +81,7 @@ class CloudStore:
         self.guard = guard
         self.min_revision = min_revision
         self.metrics = metrics
+        self._revisions_refused: set[tuple[str, int]] = set()  # logged once each
 
     async def accept(
         self, site: SiteIdentity, envelopes: Sequence[Envelope]
@@ -125,9 +126,17 @@ class CloudStore:
 
     def _check(self, site: SiteIdentity, envelope: Envelope) -> Reject | None:
         if envelope.policy_revision < self.min_revision:
+            if (site.site, envelope.policy_revision) not in self._revisions_refused:
+                self._revisions_refused.add((site.site, envelope.policy_revision))
+                log.warning(
+                    "refusing envelopes of site %s: policy revision %d is below this gateway's "
+                    "minimum %d (min_policy_revision)",
+                    site.site, envelope.policy_revision, self.min_revision,
+                )  # fmt: skip
             return Reject(
                 "revision-refused",
-                f"policy revision {envelope.policy_revision} is older than the minimum {self.min_revision}",
+                f"policy revision {envelope.policy_revision} is older than the gateway's "
+                f"minimum {self.min_revision}",
             )
         problem = header_problem(envelope.headers)
         if problem is not None:

@@ -21,12 +21,35 @@ from bridge.edge.tokens import JetStreamSpentTokens, ReplyTokens
 from bridge.errors import RbridgeError
 from bridge.keys import FileKeyStore
 from bridge.link import ClientTLS, EdgeLink, Hello, LinkSettings, TLSFiles
+from bridge.policy import ResidencyPolicy
 from bridge.runtime import systemd
 from bridge.runtime.http import StatusServer
 from bridge.runtime.natsconn import connect
 from bridge.runtime.streams import ensure_stream
 
 log = logging.getLogger("rbridge.edge")
+
+
+def check_destinations(settings: EdgeSettings, policy: ResidencyPolicy) -> None:
+    """Every destination the policy sends to has a gateway, in the jurisdiction the policy says
+    (run at start-up and by ``--check-config``, so a check that passes means a start that does)."""
+    used = {name for rule in policy.spec.rules for name in rule.destinations}
+    missing = sorted(used - set(settings.destinations))
+    if missing:
+        raise RbridgeError(
+            f"the policy sends to destinations with no gateway configured: {', '.join(missing)} "
+            "(add them under destinations: in the edge settings)"
+        )
+    for name, destination in settings.destinations.items():
+        declared = policy.spec.destinations.get(name)
+        if (
+            declared is not None
+            and destination.jurisdiction
+            and destination.jurisdiction != declared.jurisdiction
+        ):
+            raise RbridgeError(
+                f"destination {name!r} is configured in {destination.jurisdiction} but the policy puts it in {declared.jurisdiction}"
+            )
 
 
 class EdgeApp:
@@ -55,7 +78,7 @@ class EdgeApp:
             state_dir=settings.state_directory,
         )
         loaded = self.policy.load()
-        self._check_destinations()
+        check_destinations(settings, self.policy.engine.policy)
         self.audit = AuditTrail(
             settings.audit.dir, max_bytes=settings.audit.max_bytes, fsync=settings.audit.fsync
         )
@@ -123,25 +146,6 @@ class EdgeApp:
             asyncio.create_task(self._watch(), name="watch"),
         ]
         log.info("edge bridge %s ready: status on port %d", self.instance, self.http_port)
-
-    def _check_destinations(self) -> None:
-        policy = self.policy.engine.policy
-        used = {name for rule in policy.spec.rules for name in rule.destinations}
-        missing = sorted(used - set(self.settings.destinations))
-        if missing:
-            raise RbridgeError(
-                f"the policy sends to destinations with no gateway configured: {', '.join(missing)}"
-            )
-        for name, destination in self.settings.destinations.items():
-            declared = policy.spec.destinations.get(name)
-            if (
-                declared is not None
-                and destination.jurisdiction
-                and destination.jurisdiction != declared.jurisdiction
-            ):
-                raise RbridgeError(
-                    f"destination {name!r} is configured in {destination.jurisdiction} but the policy puts it in {declared.jurisdiction}"
-                )
 
     def not_ready(self) -> list[str]:
         missing = []

@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from bridge.audit import AuditTrail, AuditWriteError
 from bridge.audit.trail import digest
 from bridge.contract import (
+    HEADER_DETAIL,
     HEADER_MSG_ID,
     HEADER_RB_MSG_ID,
     HEADER_REASON,
@@ -340,6 +341,9 @@ class EdgeBridge:
             HEADER_REASON: decision.reason,
             HEADER_RULE: decision.rule or "",
         }
+        if decision.detail:
+            # The bridge's own words (limits, classes, revisions), never a value of the message.
+            headers[HEADER_DETAIL] = " ".join(decision.detail.split())[:300]
         await self.nc.publish(reply_to, b"", headers=headers)
 
     def on_result(self, token: Any, envelope: Envelope, reject: Reject | None) -> None:
@@ -356,8 +360,9 @@ class EdgeBridge:
         # The cloud refused it for good (capability, its leak guard, revision): record, tell, drop.
         self.metrics.cloud_rejects.labels(reject.code).inc()
         log.warning(
-            "the cloud refused a message: %s",
+            "the cloud refused a message: %s (%s)",
             reject.code,
+            reject.reason[:300],
             extra={"msg_id": envelope.id, "code": reject.code},
         )
         try:
@@ -369,8 +374,9 @@ class EdgeBridge:
         self.settlement.term(pending.message)
         if pending.reply_to:
             decision = Decision(
-                "deny", f"cloud:{reject.code}", envelope.rule, "", envelope.policy_revision
-            )
+                "deny", f"cloud:{reject.code}", envelope.rule, "", envelope.policy_revision,
+                detail=f"the gateway said: {reject.reason}",
+            )  # fmt: skip
             self.background.spawn(self._notify(pending.reply_to, decision))
 
     # --- inbound: replies and requests from the cloud ------------------------------------

@@ -149,6 +149,13 @@ def test_check_config_accepts_good_and_explains_bad(world: World, tmp_path: Path
     )
     assert result.returncode == 1
     assert "no key named 'no-such-key'" in result.stderr
+    # What start-up would refuse, the check refuses: a destination the policy names is missing.
+    only_eu = world.write_config(
+        "only-eu", world.edge_settings(destinations={"cloud-eu": {"address": "localhost:1"}})
+    )
+    result = run_cli("edge", "--config", str(only_eu), "--check-config")
+    assert result.returncode == 1
+    assert "no gateway configured: cloud-us" in result.stderr
     cloud = run_cli("cloud", "--config", str(bad), "--check-config")
     assert cloud.returncode == 2
     assert "tls: Field required" in cloud.stderr
