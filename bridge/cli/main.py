@@ -13,7 +13,16 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from bridge import __version__
-from bridge.cli import audit_cmd, certs_cmd, keys_cmd, nats_cmd, policy_cmd, runtime_cmd, up_cmd
+from bridge.cli import (
+    audit_cmd,
+    certs_cmd,
+    keys_cmd,
+    nats_cmd,
+    policy_cmd,
+    probe_cmd,
+    runtime_cmd,
+    up_cmd,
+)
 from bridge.errors import PolicyLoadError, RbridgeError, UsageError
 
 EXIT_FAILURE = 1
@@ -42,6 +51,7 @@ def build_parser() -> Parser:
     runtime_cmd.register(commands)
     nats_cmd.register(commands)
     up_cmd.register(commands)
+    probe_cmd.register(commands)
     return parser
 
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import sys
+from pathlib import Path
 
 import pytest
 
+from bridge.up.stack import free_port
+from cloud_agent.examples.claims import claims_agents
 from edge_agent import Agent, Denied
 from tests.runtime.world import World
+
+RBRIDGE = Path(sys.executable).parent / "rbridge"
 
 
 async def test_a_revision_below_the_gateways_minimum_is_explained_everywhere(
@@ -33,3 +41,53 @@ async def test_a_revision_below_the_gateways_minimum_is_explained_everywhere(
         "runs policy revision 1, below this gateway's minimum 5" in line for line in messages
     ), messages
     assert any("revision-refused (policy revision 1 is older" in line for line in messages)
+
+
+async def run_probe(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        str(RBRIDGE), "probe", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 90)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_probe_shows_a_reply_and_a_deny_with_its_rule(world: World) -> None:
+    """The operator's smoke test: a sample claim comes back from the cloud agents (exit 0); a
+    health record is denied by its rule (exit 0 with --expect deny, 1 without)."""
+    await world.start_gateway()
+    edge = await world.start_edge()
+    await edge.links["cloud-eu"].wait_up(10)
+    parser, scorer = claims_agents(world.cloud_nats.url)
+    await parser.start()
+    await scorer.start()
+    try:
+        url = world.edge_nats.url
+        code, out, err = await run_probe("--nats", url, "--json")
+        assert code == 0, err
+        outcome = json.loads(out)
+        assert outcome["outcome"] == "reply"
+        assert outcome["reply"]["claimant"]["name"]  # re-identified on the way back
+        code, out, err = await run_probe("--nats", url, "--capability", "health.records.upload")
+        assert code == 1
+        assert "NOT AS EXPECTED" in out
+        assert "denied by rule 'health-data-stays-home'" in out
+        code, out, err = await run_probe(
+            "--nats", url, "--capability", "health.records.upload", "--expect", "deny"
+        )
+        assert code == 0, out + err
+        assert out.startswith("ok: health.records.upload denied by rule 'health-data-stays-home'")
+    finally:
+        await scorer.stop()
+        await parser.stop()
+
+
+async def test_the_probe_explains_garbage_and_an_unreachable_bus(tmp_path: Path) -> None:
+    (tmp_path / "list.json").write_text("[1, 2]")
+    code, _, err = await run_probe("--payload", str(tmp_path / "list.json"))
+    assert (code, "holds a JSON list, not an object" in err) == (2, True)
+    code, _, err = await run_probe("--nats", f"nats://127.0.0.1:{free_port()}", "--timeout", "5")
+    assert code == 1
+    assert "cannot connect to NATS at nats://127.0.0.1:" in err
+    assert "Traceback" not in err
