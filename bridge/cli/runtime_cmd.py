@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from typing import Any, TypeVar
 
 from bridge.errors import UsageError
@@ -80,6 +81,12 @@ def _edge(arguments: argparse.Namespace) -> int:
         print(
             f"ok: edge bridge for site {settings.site}, policy {loaded.source}, destinations {', '.join(sorted(settings.destinations))}"
         )
+        if source.refused_configured:
+            print(
+                f"warning: the configured policy {settings.policy.path} is refused "
+                f"({source.refused_configured}); the edge would start with the last good one",
+                file=sys.stderr,
+            )
         return 0
     logs.configure(settings.log_level)
     asyncio.run(run(settings))

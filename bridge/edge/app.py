@@ -127,7 +127,9 @@ class EdgeApp:
             await link.start()
         self.metrics.policy_revision.labels(loaded.engine.name).set(loaded.revision)
         host, _, port = settings.http.rpartition(":")
-        self.status = StatusServer(self.metrics.registry, self.not_ready, host=host, port=int(port))
+        self.status = StatusServer(
+            self.metrics.registry, self.not_ready, host=host, port=int(port), notes=self.notes
+        )
         self.http_port = await self.status.start()
         consumer = api.ConsumerConfig(
             ack_wait=settings.consumer.ack_wait_seconds,
@@ -195,15 +197,27 @@ class EdgeApp:
                 info = await self.subscription.consumer_info()
                 self.metrics.backlog.set(info.num_pending or 0)
 
+    def notes(self) -> list[str]:
+        if self.policy.refused_configured:
+            return [
+                f"the configured policy {self.settings.policy.path} was refused "
+                f"({self.policy.refused_configured}); running the last good one"
+            ]
+        return []
+
     def describe_policy(self) -> str:
         current = self.policy.current
         if current is None:
             return "no policy loaded"
-        return f"policy {current.engine.name} revision {current.revision}"
+        described = f"policy {current.engine.name} revision {current.revision}"
+        if self.policy.refused_configured:
+            described += " (last good; the configured file was refused)"
+        return described
 
     def reload(self, *, force: bool = False) -> bool:
+        failures = self.policy.failures
         changed = self.policy.reload(force=force)
-        if self.policy.last_error:
+        if self.policy.failures > failures:  # counted once per refused file, not per look
             self.metrics.policy_reload_failures.inc()
         if changed and self.policy.current is not None:
             self.metrics.policy_revision.clear()

@@ -16,7 +16,7 @@ from pathlib import Path
 from bridge.edge.policy_state import PolicyState
 from bridge.errors import BundleError, PolicyLoadError, RbridgeError
 from bridge.keys import FileKeyStore
-from bridge.policy import BundledPolicies, Engine, LoadedPolicy, load_bundle, load_policy_file
+from bridge.policy import BundledPolicies, Engine, LoadedPolicy, load_bundle, load_policy_bytes
 from bridge.policy.bundle import load_public_key
 
 log = logging.getLogger("rbridge.edge.policy")
@@ -28,6 +28,8 @@ class LoadedEngine:
     revision: int
     source: str
     bundled: bool = False
+    raw: bytes = b""
+    suffix: str = ""
 
 
 class PolicySource:
@@ -53,6 +55,9 @@ class PolicySource:
         self.last_error = ""
         self.reloads = 0
         self.failures = 0
+        #: Why the configured file was refused at start, while the last good policy runs.
+        self.refused_configured = ""
+        self._fallback_source = ""
         self._stamp: tuple[int, int, int] = (0, 0, 0)
 
     @property
@@ -60,17 +65,15 @@ class PolicySource:
         assert self.current is not None, "no policy loaded"
         return self.current.engine
 
-    def _is_bundle(self) -> bool:
-        return self.path.suffix == ".bundle"
-
-    def _load(self) -> LoadedEngine:
-        if self._is_bundle():
+    def _load(self, path: Path | None = None) -> LoadedEngine:
+        """The policy at ``path`` (default: the configured file), fully checked."""
+        path = self.path if path is None else path
+        raw = path.read_bytes()
+        if path.suffix == ".bundle":
             if self.pubkey is None:
                 raise BundleError("a bundle needs policy.pubkey to verify its signature")
             running = self.current.revision if self.current is not None else None
-            bundled = load_bundle(
-                self.path.read_bytes(), load_public_key(self.pubkey), running_revision=running
-            )
+            bundled = load_bundle(raw, load_public_key(self.pubkey), running_revision=running)
             loaded = self._chosen(bundled)
             name = loaded.policy.metadata.name
             highest = self.state.highest(name)
@@ -82,18 +85,27 @@ class PolicySource:
             return LoadedEngine(
                 Engine(loaded.policy, self.keys, revision=bundled.revision),
                 bundled.revision,
-                f"{self.path} revision {bundled.revision}",
+                f"{path} revision {bundled.revision}",
                 bundled=True,
+                raw=raw,
+                suffix=".bundle",
             )
         if self.require_signature:
-            raise BundleError(
-                f"{self.path} is not a signed bundle and policy.require_signature is set"
-            )
-        loaded = load_policy_file(self.path)
+            raise BundleError(f"{path} is not a signed bundle and policy.require_signature is set")
+        loaded = load_policy_bytes(str(path), raw)
         revision = loaded.policy.metadata.revision
         return LoadedEngine(
-            Engine(loaded.policy, self.keys), revision, f"{self.path} revision {revision}"
-        )
+            Engine(loaded.policy, self.keys), revision, f"{path} revision {revision}",
+            raw=raw, suffix=path.suffix,
+        )  # fmt: skip
+
+    @property
+    def last_good_path(self) -> Path | None:
+        """Where the last policy that ran is kept (None without a state directory)."""
+        if self.state.path is None:
+            return None
+        suffix = ".bundle" if self.path.suffix == ".bundle" else ".yaml"
+        return self.state.path.parent / f"last-good-policy{suffix}"
 
     def _chosen(self, bundled: BundledPolicies) -> LoadedPolicy:
         """The policy of the bundle this edge runs: the configured one, else the one it ran
@@ -115,14 +127,20 @@ class PolicySource:
         return bundled.policies[0]
 
     def _applied(self, candidate: LoadedEngine) -> None:
-        """Record a bundle's policy and revision before it runs (rollback across restarts)."""
-        if candidate.bundled and self.record:
-            try:
+        """Record a bundle's policy and revision before it runs (rollback across restarts), and
+        keep a copy of what runs, to start from when the configured file is refused."""
+        if not self.record:
+            return
+        try:
+            if candidate.bundled:
                 self.state.record(candidate.engine.name, candidate.revision)
-            except OSError as error:
-                raise BundleError(
-                    f"cannot record the applied revision in {self.state.path}: {error.strerror}"
-                ) from None
+            keep = self.last_good_path
+            if keep is not None and candidate.raw and candidate.source != self._fallback_source:
+                _write_atomically(keep, candidate.raw)
+        except OSError as error:
+            raise BundleError(
+                f"cannot record the applied policy in {self.state.path}: {error.strerror}"
+            ) from None
 
     def _stamp_now(self) -> tuple[int, int, int]:
         try:
@@ -132,9 +150,30 @@ class PolicySource:
         return (info.st_ino, info.st_mtime_ns, info.st_size)
 
     def load(self) -> LoadedEngine:
-        """The first load: failure here is fatal (there is no last good policy to keep)."""
+        """The first load. If the configured file is refused, the last good policy kept in the
+        state directory runs instead (said in the log, the status line and ``/readyz``); with
+        no such copy, the refusal is fatal."""
         self._stamp = self._stamp_now()
-        candidate = self._load()
+        try:
+            candidate = self._load()
+        except Exception as error:
+            kept = self.last_good_path
+            if kept is None or not kept.exists():
+                raise
+            reason = (
+                _describe(error)
+                if isinstance(error, RbridgeError | OSError)
+                else (f"internal error while loading ({type(error).__name__})")
+            )
+            candidate = self._load(kept)
+            self._fallback_source = candidate.source
+            self.last_error = reason
+            self.failures += 1
+            self.refused_configured = reason
+            log.error(
+                "the configured policy %s was refused (%s); running the last good one: %s",
+                self.path, reason, candidate.source,
+            )  # fmt: skip
         self._applied(candidate)
         self.current = candidate
         log.info(
@@ -167,6 +206,7 @@ class PolicySource:
         self.current = candidate
         self.reloads += 1
         self.last_error = ""
+        self.refused_configured = ""
         log.info("policy reloaded: %s", candidate.source, extra={"revision": candidate.revision})
         return True
 
@@ -175,3 +215,13 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, PolicyLoadError):
         return f"{len(error.problems)} problem(s), first: {error.problems[0] if error.problems else ''}"
     return str(error)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)

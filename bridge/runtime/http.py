@@ -20,9 +20,12 @@ class StatusServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        notes: Readiness | None = None,
     ) -> None:
         self.registry = registry
         self.readiness = readiness
+        # Things an operator should know that do not make the process unready.
+        self.notes = notes
         self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
@@ -78,5 +81,7 @@ class StatusServer:
                     "text/plain",
                     ("not ready: " + "; ".join(missing) + "\n").encode(),
                 )
-            return "200 OK", "text/plain", b"ready\n"
+            notes = self.notes() if self.notes is not None else []
+            body = "ready\n" + "".join(f"note: {note}\n" for note in notes)
+            return "200 OK", "text/plain", body.encode()
         return "404 Not Found", "text/plain", b"not found\n"

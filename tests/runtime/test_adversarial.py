@@ -205,11 +205,11 @@ def signed(path: Path, key: Any, revision: int, policy: str = "claims") -> Path:
     return path
 
 
-async def test_an_edge_restarted_on_an_older_or_foreign_bundle_refuses_to_start(
+async def test_an_edge_restarted_on_an_older_or_foreign_bundle_never_runs_it(
     world: World,
 ) -> None:
     """Revision 8 ran; after a restart, revision 7 (an older signed bundle) is refused, and so is
-    a signed bundle of another policy; the error names both revisions or both policies."""
+    a signed bundle of another policy; the reasons name both revisions or both policies."""
     await world.start_gateway()
     private, public = generate_signing_keys(world.root / "signing")
     key = load_private_key(private)
@@ -220,12 +220,21 @@ async def test_an_edge_restarted_on_an_older_or_foreign_bundle_refuses_to_start(
     assert edge.policy.current.revision == 8
     await world.edges.pop().stop()
 
+    # Refused on disk at start: the last good copy (revision 8) runs instead, and /readyz and
+    # the status line say so; without that copy the start fails.
     signed(path, key, 7)
-    with pytest.raises(
-        BundleError, match=r"revision 7 of policy 'claims' is lower than revision 8"
-    ):
-        await world.start_edge(policy=policy)
+    edge = await world.start_edge(policy=policy)
+    assert edge.policy.current is not None
+    assert edge.policy.current.revision == 8
+    assert "revision 7 of policy 'claims' is lower than revision 8" in edge.notes()[0]
+    assert "last good" in edge.describe_policy()
+    await world.edges.pop().stop()
     signed(path, key, 9, policy="claims-lab")
+    edge = await world.start_edge(policy=policy)
+    assert edge.policy.engine.name == "claims"
+    assert "this edge runs 'claims'" in edge.notes()[0]
+    await world.edges.pop().stop()
+    (world.root / "last-good-policy.bundle").unlink()
     with pytest.raises(BundleError, match=r"this edge runs 'claims'"):
         await world.start_edge(policy=policy)
     signed(path, key, 9)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -114,9 +115,15 @@ def test_an_older_revision_is_refused_after_a_restart_too(
 
     bundle(path, key, 11)
     restarted = PolicySource(path, keys, require_signature=True, pubkey=public, state_dir=state)
-    with pytest.raises(BundleError, match=r"revision 11 .* lower than revision 12, applied before"):
-        restarted.load()
+    # The refused file does not run: the last good copy (revision 12) does, and says why.
+    assert restarted.load().revision == 12
+    assert re.search(r"revision 11 .* lower than revision 12, applied before", restarted.last_error)
+    assert restarted.refused_configured
     assert "policy-state.json" in str(restarted.state.path)
+    # Without the last good copy, the refusal is fatal.
+    (state / "last-good-policy.bundle").unlink()
+    with pytest.raises(BundleError, match=r"revision 11 .* lower than revision 12"):
+        PolicySource(path, keys, require_signature=True, pubkey=public, state_dir=state).load()
 
     bundle(path, key, 12)  # the same revision again is no rollback
     again = PolicySource(path, keys, require_signature=True, pubkey=public, state_dir=state)
@@ -161,8 +168,9 @@ def test_a_bundle_of_another_policy_is_refused_unless_the_setting_names_it(
     assert source.reload(force=True) is False
     assert "this edge runs 'claims'" in source.last_error
     assert source.engine.name == "claims"
-    with pytest.raises(BundleError, match=r"set policy\.name"):
-        PolicySource(path, keys, pubkey=public, state_dir=state).load()
+    restarted = PolicySource(path, keys, pubkey=public, state_dir=state)
+    assert restarted.load().engine.name == "claims"  # the last good copy, not the foreign one
+    assert "set policy.name" in restarted.refused_configured
 
     chosen = PolicySource(path, keys, pubkey=public, state_dir=state, name="claims-lab")
     assert chosen.load().engine.name == "claims-lab"
@@ -211,3 +219,27 @@ def test_any_broken_reload_keeps_the_last_good_policy_and_later_changes_still_ap
     assert source.reload(force=True) is True
     assert source.current is not None
     assert source.current.revision == 8
+
+
+def test_a_refused_file_at_start_runs_the_last_good_policy_and_counts_once(
+    tmp_path: Path, keys: FileKeyStore
+) -> None:
+    """A bad file on disk at start: the last good policy runs (kept in the state directory),
+    the refusal is counted once however often the watcher looks, and fixing the file applies."""
+    good = (POLICIES / "claims.yaml").read_text()
+    path, state = tmp_path / "claims.yaml", tmp_path / "state"
+    path.write_text(good)
+    PolicySource(path, keys, state_dir=state).load()
+    assert (state / "last-good-policy.yaml").read_text() == good
+    path.write_text(good.replace("decision: deny", "decision: maybe", 1))
+    source = PolicySource(path, keys, state_dir=state)
+    assert source.load().engine.name == "claims"
+    assert "bad-value" in source.refused_configured
+    assert source.failures == 1
+    for _ in range(5):
+        assert source.reload() is False
+    assert source.failures == 1
+    path.write_text(good.replace("revision: 7", "revision: 9", 1))
+    assert source.reload() is True
+    assert source.refused_configured == ""
+    assert "revision: 9" in (state / "last-good-policy.yaml").read_text()
