@@ -64,6 +64,7 @@ class EdgeApp:
         self.http_port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._connects_counted: dict[str, int] = {}
         self.pulled = 0
 
     async def start(self) -> None:
@@ -192,6 +193,10 @@ class EdgeApp:
                 log.error("policy reload failed: %s", type(error).__name__)
             for name, link in self.links.items():
                 self.metrics.link_up.labels(name).set(1 if link.state == "up" else 0)
+                counted = self._connects_counted.get(name, 0)
+                if link.connects > counted:  # a counter with a sample from the first connect
+                    self.metrics.reconnects.labels(name).inc(link.connects - counted)
+                    self._connects_counted[name] = link.connects
             self.metrics.in_flight.set(sum(len(link.outbox) for link in self.links.values()))
             with contextlib.suppress(Exception):
                 info = await self.subscription.consumer_info()

@@ -58,6 +58,7 @@ async def test_metrics_and_readiness(world: World) -> None:
         "rbridge_forward_seconds_bucket",
         'rbridge_policy_revision{policy="claims"} 7.0',
         'rbridge_link_up{destination="cloud-eu"} 1.0',
+        'rbridge_link_connects_total{destination="cloud-eu"} 1.0',
         "rbridge_audit_write_errors_total 0.0",
         "rbridge_backlog",
         "rbridge_in_flight",
