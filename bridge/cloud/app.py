@@ -124,8 +124,9 @@ async def run(settings: CloudSettings) -> None:
     """Run until SIGTERM or SIGINT, then stop cleanly within the grace period."""
     cloud = CloudGateway(settings)
     await cloud.start()
-    print(
-        f"rbridge cloud: link on {settings.listen.rpartition(':')[0]}:{cloud.port}, status on port {cloud.http_port}",
-        flush=True,
-    )
+    # A JSON log line like every other (the journal and log shippers read one format).
+    log.info(
+        "rbridge cloud: link on %s:%d, status on port %d",
+        settings.listen.rpartition(":")[0], cloud.port, cloud.http_port,
+    )  # fmt: skip
     await systemd.serve_until_signalled(cloud.stop, lambda: f"link on port {cloud.port}")

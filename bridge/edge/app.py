@@ -260,7 +260,8 @@ async def run(settings: EdgeSettings) -> None:
     """Run until SIGTERM or SIGINT, reloading the policy on SIGHUP, then stop cleanly."""
     app = EdgeApp(settings)
     await app.start()
-    print(f"rbridge edge: site {settings.site}, status on port {app.http_port}", flush=True)
+    # A JSON log line like every other (the journal and log shippers read one format).
+    log.info("rbridge edge: site %s, status on port %d", settings.site, app.http_port)
     await systemd.serve_until_signalled(
         app.stop, app.describe_policy, reload=lambda: app.reload(force=True)
     )
