@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from bridge.cli.policy_cmd import schema_text
-from tests.conftest import POLICIES
+from tests.conftest import POLICIES, ROOT
 
 SCHEMA_FILE = POLICIES / "schema" / "residency-policy.schema.json"
 EXAMPLES = sorted(POLICIES.glob("*.yaml"))
@@ -38,3 +38,20 @@ def test_schema_rejects_unknown_keys() -> None:
     document["spec"]["rules"][0]["destinatons"] = ["x"]
     with pytest.raises(jsonschema.ValidationError, match="destinatons"):
         jsonschema.validate(document, schema)
+
+
+@pytest.mark.parametrize(
+    "config", [ROOT / "deploy" / "package" / "edge.yaml", ROOT / "deploy" / "config" / "edge.yaml"]
+)
+def test_the_shipped_edge_settings_agree_with_the_shipped_policy(config: Path) -> None:
+    """Every destination the example policy sends to has a gateway in the shipped settings (the
+    check start-up and --check-config run), in the jurisdiction the policy gives it."""
+    from bridge.edge.app import check_destinations
+    from bridge.edge.config import EdgeSettings
+    from bridge.policy import load_policy_file
+
+    data = yaml.safe_load(config.read_text())
+    data["policy"]["path"] = str(POLICIES / "claims.yaml")
+    data["site"] = "plant-a"  # the package ships a placeholder the operator must replace
+    settings = EdgeSettings(**data)
+    check_destinations(settings, load_policy_file(POLICIES / "claims.yaml").policy)
