@@ -219,7 +219,10 @@ async def test_stopping_the_edge_drains_what_is_in_flight(pki: Pki) -> None:
     assert lost == 0
     assert len(results.acked) == 500
     assert link.state == "stopped"
-    assert gateway.sessions == {} or all(s.closing for g in gateway.sessions.values() for s in g)
+    # The gateway sees the stream end a moment later (on a loaded machine, not at once).
+    async with asyncio.timeout(15):
+        while gateway.sessions and not all(s.closing for g in gateway.sessions.values() for s in g):
+            await asyncio.sleep(0.05)
 
 
 async def test_stopping_the_gateway_says_goodbye_and_the_edge_keeps_what_is_unanswered(

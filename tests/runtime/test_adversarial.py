@@ -177,7 +177,8 @@ async def test_a_reply_token_is_good_for_one_reply_even_across_a_restart(world: 
 
     await replies_with_one_token(world, 3, "first")
     first = await asyncio.wait_for(answers.get(), 20)
-    assert orjson.loads(first.data) == {"answer": "first-0"}
+    # One of the three, whichever the edge recorded first (batches may be handled concurrently).
+    assert orjson.loads(first.data)["answer"] in {"first-0", "first-1", "first-2"}
     await reply_pump_settled(world)
     await asyncio.sleep(0.3)
     assert answers.empty()
@@ -190,7 +191,7 @@ async def test_a_reply_token_is_good_for_one_reply_even_across_a_restart(world: 
     await asyncio.sleep(0.3)
     assert answers.empty()
     inbound = [r for r in audit_records(world) if r["direction"] == "inbound"]
-    assert [(r["decision"], r["reason"]) for r in inbound] == [
+    assert sorted((r["decision"], r["reason"]) for r in inbound) == [
         ("delivered", "reply"),
         ("refused", "token-spent"),
         ("refused", "token-spent"),
