@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 
 from nats.errors import TimeoutError as NatsTimeout
@@ -28,6 +29,8 @@ from bridge.runtime.natsconn import connect
 from bridge.runtime.streams import ensure_stream
 
 log = logging.getLogger("rbridge.edge")
+#: Warn about the site certificate's expiry from this long before it.
+EXPIRY_WARNING_SECONDS = 14 * 86_400
 
 
 def check_destinations(settings: EdgeSettings, policy: ResidencyPolicy) -> None:
@@ -65,6 +68,7 @@ class EdgeApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._connects_counted: dict[str, int] = {}
+        self._expiry_warned: dict[str, float] = {}
         self.pulled = 0
 
     async def start(self) -> None:
@@ -193,6 +197,11 @@ class EdgeApp:
                 log.error("policy reload failed: %s", type(error).__name__)
             for name, link in self.links.items():
                 self.metrics.link_up.labels(name).set(1 if link.state == "up" else 0)
+                if link.state == "up" and link.tls.rotated():
+                    link.refresh()  # a rotated certificate is used within one watch cycle
+                if link.tls.not_after:
+                    self.metrics.certificate_expiry.labels(name).set(link.tls.not_after)
+                    self._warn_expiry(name, link.tls.serial, link.tls.not_after)
                 counted = self._connects_counted.get(name, 0)
                 if link.connects > counted:  # a counter with a sample from the first connect
                     self.metrics.reconnects.labels(name).inc(link.connects - counted)
@@ -201,6 +210,20 @@ class EdgeApp:
             with contextlib.suppress(Exception):
                 info = await self.subscription.consumer_info()
                 self.metrics.backlog.set(info.num_pending or 0)
+
+    def _warn_expiry(self, destination: str, serial: str, not_after: float) -> None:
+        """Once a day per certificate, from 14 days before it expires."""
+        left = not_after - time.time()
+        if left > EXPIRY_WARNING_SECONDS:
+            return
+        last = self._expiry_warned.get(serial, 0.0)
+        if time.monotonic() - last < 86_400 and last:
+            return
+        self._expiry_warned[serial] = time.monotonic()
+        log.warning(
+            "the site certificate (serial %s) used for %s expires in %.1f days; rotate it",
+            serial, destination, max(left, 0) / 86_400,
+        )  # fmt: skip
 
     def notes(self) -> list[str]:
         if self.policy.refused_configured:

@@ -45,6 +45,12 @@ class EdgeMetrics:
             "Messages put back because no allowed destination was up",
             registry=registry,
         )
+        self.certificate_expiry = Gauge(
+            "rbridge_tls_certificate_expiry_timestamp_seconds",
+            "When the site certificate used for a destination expires (unix time)",
+            ["destination"],
+            registry=registry,
+        )
         self.reply_routes_refused = Counter(
             "rbridge_reply_routes_refused",
             "Rb-Reply-To subjects the bridge would not publish on, by reason",

@@ -109,6 +109,7 @@ class EdgeLink:
         self._up = asyncio.Event()
         self._stopping = False
         self._goodbye = asyncio.Event()
+        self._refresh = asyncio.Event()
         self._gateway_goodbye = ""
 
     # --- public API ----------------------------------------------------------------------
@@ -130,6 +131,13 @@ class EdgeLink:
 
         Returns the tokens of envelopes skipped because their id is already in flight."""
         return await self.outbox.put_many(items)
+
+    def refresh(self) -> None:
+        """End the current stream gracefully and connect again at once, with credentials read
+        afresh (a rotated certificate); unanswered envelopes are resent with their ids, so the
+        cloud's duplicate window drops any copy and nothing is lost."""
+        if self.state == "up":
+            self._refresh.set()
 
     def set_policy_revision(self, revision: int) -> None:
         """The revision announced in the next Hello."""
@@ -222,26 +230,31 @@ class EdgeLink:
         self._up.set()
         log.info("link up to %s (gateway %s), resending %d", self.target, self.gateway, resent)
         frames: asyncio.Queue[pb.EdgeFrame] = asyncio.Queue()
+        self._refresh.clear()
         tasks = [
             asyncio.create_task(self._read(call, frames)),
             asyncio.create_task(write_frames(call.write, frames)),
             asyncio.create_task(batch_frames(self.outbox, frames, pb.EdgeFrame)),
             asyncio.create_task(self._goodbye.wait()),
+            asyncio.create_task(self._refresh.wait()),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if tasks[3] in done:
+            leaving = tasks[3] in done or tasks[4] in done
+            if leaving:
                 await frames.join()
+                reason = "edge bridge stopping" if tasks[3] in done else "new certificate"
                 # Best effort: the gateway may already have ended the stream.
                 with contextlib.suppress(
                     grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError
                 ):
-                    await call.write(
-                        pb.EdgeFrame(goodbye=pb.Goodbye(reason="edge bridge stopping"))
-                    )
+                    await call.write(pb.EdgeFrame(goodbye=pb.Goodbye(reason=reason)))
                     await call.done_writing()
+                if tasks[4] in done:
+                    log.info("link to %s: reconnecting with the new certificate", self.target)
+                    return
             for task in done:
-                if task is not tasks[3] and task.exception() is not None:
+                if task not in (tasks[3], tasks[4]) and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
             if tasks[0] in done:
                 raise ConnectionError(self._gateway_goodbye or "the gateway ended the stream")

@@ -55,6 +55,7 @@ class TLSMaterial:
     key_pem: bytes
     ca_pem: bytes
     not_after: dt.datetime
+    serial: int = 0
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -109,7 +110,9 @@ def load_material(files: TLSFiles, *, now: dt.datetime | None = None) -> TLSMate
         raise TLSConfigError(
             f"the certificate {files.cert} is not valid before {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
         )
-    return TLSMaterial(cert_pem, key_pem, ca_pem, certificate.not_valid_after_utc)
+    return TLSMaterial(
+        cert_pem, key_pem, ca_pem, certificate.not_valid_after_utc, certificate.serial_number
+    )
 
 
 class ServerTLS:
@@ -158,14 +161,36 @@ class ClientTLS:
         self.files = files
         self.server_name = server_name
         self._stamp: Stamp = ()
+        #: The certificate in use: its serial (hex) and when it expires (unix time).
+        self.serial = ""
+        self.not_after = 0.0
 
     def changed(self) -> bool:
         """Whether the files changed since the last :meth:`credentials` call."""
         return self.files.stamp() != self._stamp
 
+    def rotated(self) -> bool:
+        """Whether the files changed and now hold a usable certificate and key (a rotation
+        half done, certificate written but not yet its key, is not one)."""
+        if not self.changed():
+            return False
+        try:
+            load_material(self.files)
+        except TLSConfigError as error:
+            log.warning("new site certificate not used yet: %s", error)
+            return False
+        return True
+
     def credentials(self) -> grpc.ChannelCredentials:
         self._stamp = self.files.stamp()
         material = load_material(self.files)
+        serial = f"{material.serial:x}"
+        if serial != self.serial:
+            log.info(
+                "site certificate in use: %s, serial %s, expires %s",
+                self.files.cert, serial, material.not_after.isoformat(timespec="seconds"),
+            )  # fmt: skip
+        self.serial, self.not_after = serial, material.not_after.timestamp()
         return grpc.ssl_channel_credentials(material.ca_pem, material.key_pem, material.cert_pem)
 
     def channel_options(self) -> list[tuple[str, str]]:

@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from bridge.up.stack import free_port
 from cloud_agent.examples.claims import claims_agents
 from edge_agent import Agent, Denied
+from tests.runtime.test_cloud import http_get
+from tests.runtime.test_faults import assert_each_once, publish
 from tests.runtime.world import World
 
 RBRIDGE = Path(sys.executable).parent / "rbridge"
@@ -91,3 +94,31 @@ async def test_the_probe_explains_garbage_and_an_unreachable_bus(tmp_path: Path)
     assert code == 1
     assert "cannot connect to NATS at nats://127.0.0.1:" in err
     assert "Traceback" not in err
+
+
+async def test_a_rotated_site_certificate_is_used_within_seconds_and_nothing_is_lost(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """New site certificate files: the links reconnect with them within a watch cycle or two
+    (the gateway sees the new serial), the log names serial and expiry, the expiry is a metric,
+    and every message sent before, during and after arrives once."""
+    caplog.set_level(logging.INFO)
+    gateway = await world.start_gateway()
+    edge = await world.start_edge()
+    await edge.links["cloud-eu"].wait_up(10)
+    await publish(world, 0, 200)
+    rotated = world.pki.site("plant-a")
+    serial = x509.load_pem_x509_certificate(rotated.cert.read_bytes()).serial_number
+    await publish(world, 200, 400)
+    assert gateway.gateway is not None
+    async with asyncio.timeout(20):
+        while not any(
+            session.identity.serial == serial
+            for session in gateway.gateway.sessions.get("plant-a", [])
+        ):
+            await asyncio.sleep(0.1)
+    await publish(world, 400, 600)
+    await assert_each_once(world, 600)
+    assert any(f"serial {serial:x}, expires" in r.getMessage() for r in caplog.records)
+    metrics = await http_get(edge.http_port, "/metrics")
+    assert 'rbridge_tls_certificate_expiry_timestamp_seconds{destination="cloud-eu"}' in metrics
