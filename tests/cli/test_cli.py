@@ -455,3 +455,11 @@ def test_custom_patterns_the_engine_cannot_compile_together_fail_the_check(
         assert result.returncode == 1
         assert "bad-pattern" in result.stderr
         assert "memory budget" in result.stderr
+
+
+def test_the_version_is_the_installed_distributions() -> None:
+    """--version reports what was installed (a package built as 0.1.1 says 0.1.1)."""
+    from importlib.metadata import version
+
+    result = run("--version")
+    assert result.stdout.strip() == f"rbridge {version('residency-bridge')}"

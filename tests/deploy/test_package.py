@@ -247,6 +247,7 @@ async def test_install_configure_run_reload_upgrade_remove_purge(
         machine.put(upgrade, "/tmp/rbridge-new.deb")
         machine.sh("dpkg -i /tmp/rbridge-new.deb >/dev/null")
         assert machine.sh("dpkg-query -W -f '${Version}' rbridge") == f"{UPGRADE_VERSION}-1"
+        assert machine.sh("rbridge --version").strip() == f"rbridge {UPGRADE_VERSION}"
         await wait_active(machine, "rbridge-edge")
         assert machine.sh("sha256sum /var/lib/rbridge/keys/*") == keys_before
         assert "site: plant-a" in machine.sh("cat /etc/rbridge/edge.yaml")
