@@ -92,6 +92,31 @@ class Authority:
         )
         return cls(name, key, certificate)
 
+    @classmethod
+    def load(cls, directory: Path) -> Authority:
+        """The development CA written in ``directory`` (``ca.pem`` and ``ca.key``).
+
+        Raises ValueError saying what is missing or wrong.
+        """
+        cert_path, key_path = directory / "ca.pem", directory / "ca.key"
+        try:
+            certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        except OSError as error:
+            raise ValueError(
+                f"no development CA in {directory}: {error.filename}: {error.strerror}"
+            ) from None
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{cert_path} and {key_path} are not a PEM certificate and key"
+            ) from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or (
+            key.public_key().public_numbers() != certificate.public_key().public_numbers()  # type: ignore[union-attr]
+        ):
+            raise ValueError(f"{key_path} is not the key of {cert_path}")
+        name = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return cls(str(name[0].value) if name else "CA", key, certificate)
+
     @property
     def cert_pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)

@@ -378,6 +378,44 @@ def test_certs_dev_refuses_bad_arguments(tmp_path: Path, args: list[str]) -> Non
     assert not (tmp_path / "c").exists()
 
 
+def test_certs_issue_adds_a_site_and_a_gateway_from_the_existing_ca(tmp_path: Path) -> None:
+    """One more site (and a gateway for other names) from the CA `certs dev` made: signed by it,
+    keys 0600, the site's identity in its SAN; existing files are kept unless --force."""
+    from cryptography import x509
+
+    from bridge.link.identity import identity_from_certificate
+    from bridge.link.tls import TLSFiles, load_material
+
+    out = tmp_path / "certs"
+    assert run("certs", "dev", "--out", out, "--site", "plant-a").returncode == 0
+    ca_before = (out / "ca.pem").read_bytes()
+    result = run("certs", "issue", "--ca-dir", out, "--site", "plant-b")
+    assert result.returncode == 0, result.stderr
+    assert "spiffe://rbridge.local/site/plant-b" in result.stdout
+    assert (out / "ca.pem").read_bytes() == ca_before
+    assert (out / "site-plant-b.key").stat().st_mode & 0o777 == 0o600
+    load_material(TLSFiles(out / "site-plant-b.pem", out / "site-plant-b.key", out / "ca.pem"))
+    pem = (out / "site-plant-b.pem").read_bytes()
+    assert identity_from_certificate(pem, "rbridge.local").site == "plant-b"
+    refused = run("certs", "issue", "--ca-dir", out, "--site", "plant-a")
+    assert refused.returncode == 2
+    assert "pass --force" in refused.stderr
+    rotated = run(
+        "certs", "issue", "--ca-dir", out, "--site", "plant-a", "--force",
+        "--gateway", "--host", "gw.example.org",
+    )  # fmt: skip
+    assert rotated.returncode == 0, rotated.stderr
+    gateway = x509.load_pem_x509_certificate((out / "gateway.pem").read_bytes())
+    names = gateway.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["gw.example.org"]
+    for bad in (["--site", "Bad Name"], [], ["--gateway", "--ip", "300.1.1.1"]):
+        result = run("certs", "issue", "--ca-dir", out, *bad)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1
+    missing = run("certs", "issue", "--ca-dir", tmp_path / "none", "--site", "x")
+    assert (missing.returncode, "no development CA" in missing.stderr) == (2, True)
+
+
 def test_audit_verify_reports_ok_and_tampering(tmp_path: Path) -> None:
     """rbridge audit verify: exit 0 on an intact trail; exit 1 naming the damaged line."""
     from bridge.audit import AuditTrail
