@@ -328,8 +328,17 @@ class LinkGateway(pb_grpc.LinkServicer):
             # The edge is done sending, or we are closing: answer the batch in hand, flush, end.
             async with session.busy:
                 session.closing = True
-            async with asyncio.timeout(self.settings.hello_timeout):
-                await session.frames.join()
+            # Flush what is queued, unless the writer is gone (the edge closed the stream):
+            # then nothing can be flushed and waiting would only keep a dead session listed.
+            flushed = asyncio.ensure_future(session.frames.join())
+            try:
+                await asyncio.wait(
+                    [flushed, tasks[1]],
+                    timeout=self.settings.hello_timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                flushed.cancel()
         except (
             grpc.aio.AioRpcError,
             asyncio.CancelledError,

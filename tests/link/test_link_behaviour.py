@@ -391,3 +391,22 @@ async def test_the_edge_picks_up_a_rotated_site_certificate_on_reconnect(pki: Pk
     (session,) = gateway.sessions["plant-a"]
     assert session.identity.serial == new_serial
     assert link.connects == 2
+
+
+async def test_a_closed_stream_leaves_the_gateways_sessions_at_once(pki: Pki) -> None:
+    """Two edge links stop: the gateway drops both sessions as soon as the streams end, not a
+    Hello timeout later (it used to wait for a writer that was gone, and the sessions metric
+    counted dead streams meanwhile)."""
+    slow_hello = LinkSettings(
+        keepalive_time=1.0, keepalive_timeout=1.0, backoff_initial=0.05, hello_timeout=120.0
+    )
+    gateway = await start_gateway(pki, Recorder(), settings=slow_hello)
+    links = [await up(edge_link(pki, gateway.port, Results())) for _ in range(2)]
+    for link in links:
+        await link.send(envelope(1))
+    assert sum(len(group) for group in gateway.sessions.values()) == 2
+    for link in links:
+        await link.stop(5)
+    async with asyncio.timeout(60):  # half the Hello timeout the old code waited out
+        while gateway.sessions:
+            await asyncio.sleep(0.05)
