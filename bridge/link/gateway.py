@@ -349,10 +349,14 @@ class LinkGateway(pb_grpc.LinkServicer):
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.sessions[identity.site].remove(session)
-            if not self.sessions[identity.site]:
-                del self.sessions[identity.site]
+            # Forget the session before waiting for anything: gRPC cancels this handler when
+            # the edge cancels its call, and a cancellation in the wait below would otherwise
+            # leave a dead session listed (and counted in rbridge_link_sessions) for ever.
+            group = self.sessions.get(identity.site, [])
+            if session in group:
+                group.remove(session)
+            if not group:
+                self.sessions.pop(identity.site, None)
             self._on_sessions_changed(identity.site)
             lost = session.outbox.fail_all("the site's stream ended before it answered")
             session.done.set()
@@ -362,6 +366,7 @@ class LinkGateway(pb_grpc.LinkServicer):
                 session.instance,
                 lost,
             )
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _read(self, session: Session, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         while True:

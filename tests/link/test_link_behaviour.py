@@ -394,9 +394,9 @@ async def test_the_edge_picks_up_a_rotated_site_certificate_on_reconnect(pki: Pk
 
 
 async def test_a_closed_stream_leaves_the_gateways_sessions_at_once(pki: Pki) -> None:
-    """Two edge links stop: the gateway drops both sessions as soon as the streams end, not a
-    Hello timeout later (it used to wait for a writer that was gone, and the sessions metric
-    counted dead streams meanwhile)."""
+    """Two edge links stop: the gateway drops both sessions as soon as the streams end. It used
+    to wait out the Hello timeout for a writer that was gone, and to keep a session for ever
+    when gRPC cancelled the handler during that wait (the sessions metric counted them)."""
     slow_hello = LinkSettings(
         keepalive_time=1.0, keepalive_timeout=1.0, backoff_initial=0.05, hello_timeout=120.0
     )
