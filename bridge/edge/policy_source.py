@@ -28,8 +28,7 @@ class LoadedEngine:
     revision: int
     source: str
     bundled: bool = False
-    raw: bytes = b""
-    suffix: str = ""
+    raw: bytes = b""  # the file as read, kept as the last good copy once it runs
 
 
 class PolicySource:
@@ -88,7 +87,6 @@ class PolicySource:
                 f"{path} revision {bundled.revision}",
                 bundled=True,
                 raw=raw,
-                suffix=".bundle",
             )
         if self.require_signature:
             raise BundleError(f"{path} is not a signed bundle and policy.require_signature is set")
@@ -96,7 +94,7 @@ class PolicySource:
         revision = loaded.policy.metadata.revision
         return LoadedEngine(
             Engine(loaded.policy, self.keys), revision, f"{path} revision {revision}",
-            raw=raw, suffix=path.suffix,
+            raw=raw,
         )  # fmt: skip
 
     @property
