@@ -86,7 +86,8 @@ def register(commands: Any) -> None:
     issue.set_defaults(run=_issue, command_path=["certs", "issue"])
 
 
-def _dev(arguments: argparse.Namespace) -> int:
+def _check_common(arguments: argparse.Namespace) -> None:
+    """Site names, trust domain and validity, as both commands take them."""
     for site in arguments.site:
         if not _SITE.match(site):
             raise UsageError(
@@ -100,6 +101,10 @@ def _dev(arguments: argparse.Namespace) -> int:
         )
     if not 1 <= arguments.days <= 3650:
         raise UsageError(f"--days must be between 1 and 3650, got {arguments.days}")
+
+
+def _dev(arguments: argparse.Namespace) -> int:
+    _check_common(arguments)
     out = Path(arguments.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a directory")
@@ -119,11 +124,7 @@ def _dev(arguments: argparse.Namespace) -> int:
 def _issue(arguments: argparse.Namespace) -> int:
     if not arguments.site and not arguments.gateway:
         raise UsageError("name at least one --site, or --gateway")
-    for site in arguments.site:
-        if not _SITE.match(site):
-            raise UsageError(
-                f"invalid site name {site!r}: lower-case letters, digits and '-', at most 63"
-            )
+    _check_common(arguments)
     for host in arguments.host:
         if not _DOMAIN.match(host):
             raise UsageError(f"invalid host name {host!r}: a lower-case DNS name")
@@ -132,10 +133,6 @@ def _issue(arguments: argparse.Namespace) -> int:
             ipaddress.ip_address(address)
         except ValueError:
             raise UsageError(f"invalid IP address {address!r}") from None
-    if not _DOMAIN.match(arguments.trust_domain):
-        raise UsageError(f"invalid trust domain {arguments.trust_domain!r}")
-    if not 1 <= arguments.days <= 3650:
-        raise UsageError(f"--days must be between 1 and 3650, got {arguments.days}")
     try:
         authority = Authority.load(Path(arguments.ca_dir))
     except ValueError as error:
