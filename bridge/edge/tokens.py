@@ -116,9 +116,7 @@ class JetStreamSpentTokens:
         self.bucket = bucket
 
     @classmethod
-    async def open(
-        cls, js: JetStreamContext, ttl_seconds: int, replicas: int = 1
-    ) -> JetStreamSpentTokens:
+    async def open(cls, js: JetStreamContext, ttl_seconds: int) -> JetStreamSpentTokens:
         """The bucket, created if needed; an existing one that forgets sooner is extended."""
         try:
             bucket = await js.key_value(SPENT_TOKENS_BUCKET)
@@ -129,7 +127,6 @@ class JetStreamSpentTokens:
                     history=1,
                     ttl=ttl_seconds,
                     storage=api.StorageType.FILE,
-                    replicas=replicas,
                 )
             )
             return cls(bucket)

@@ -52,26 +52,24 @@ class FieldAllowlist:
 
 
 def _prune(node: Any, rules: tuple[_Node, ...]) -> int:
-    removed = 0
     if type(node) is dict:
-        for name in list(node):
-            below = tuple(
-                child
-                for rule in rules
-                for child in (rule.names.get(name), rule.each)
-                if child is not None
-            )
-            removed += _keep_or_remove(node, name, below)
+        slots: Iterable[Any] = list(node)
+        named = True
     elif type(node) is list:
         # From the end, so that earlier indexes stay valid while elements go.
-        for index in range(len(node) - 1, -1, -1):
-            below = tuple(
-                child
-                for rule in rules
-                for child in (rule.indexes.get(index), rule.each)
-                if child is not None
-            )
-            removed += _keep_or_remove(node, index, below)
+        slots = range(len(node) - 1, -1, -1)
+        named = False
+    else:
+        return 0
+    removed = 0
+    for slot in slots:
+        below = tuple(
+            child
+            for rule in rules
+            for child in ((rule.names if named else rule.indexes).get(slot), rule.each)
+            if child is not None
+        )
+        removed += _keep_or_remove(node, slot, below)
     return removed
 
 

@@ -178,11 +178,6 @@ class Engine:
         found = self._subject(subject)
         return None if found is None else found[0]
 
-    def floor(self, subject: str) -> str | None:
-        """The lowest classification a message on ``subject`` may have (None: no floor)."""
-        found = self._subject(subject)
-        return CLASSIFICATIONS[found[1]] if found is not None and found[1] >= 0 else None
-
     def _subject(self, subject: str) -> tuple[tuple[CompiledRule, ...], int] | None:
         found = self._by_subject.get(subject)
         if found is None:
