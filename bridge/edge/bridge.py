@@ -34,8 +34,6 @@ from bridge.contract import (
     HEADER_SITE,
     HEADER_STATUS,
     OUTBOUND_PREFIX,
-    HeaderConflict,
-    rb_headers,
 )
 from bridge.edge.metrics import EdgeMetrics
 from bridge.edge.policy_source import PolicySource
@@ -251,11 +249,12 @@ class EdgeBridge:
         """The reply subject the bridge may publish on for this message ("" if none), and why
         a given one was refused ("" if it was not)."""
         if decision.reason == "bad-header":
-            return "", ""  # headers the bridge will not read, reply subject included
-        try:
-            reply_to = rb_headers(headers).get(_REPLY_TO_KEY, "")
-        except HeaderConflict:
+            # Headers the bridge will not read, reply subject included; the engine also denies
+            # two spellings of one Rb-* header this way, so below there is at most one.
             return "", ""
+        reply_to = headers.get(HEADER_REPLY_TO)
+        if reply_to is None:  # another spelling (rare: the SDKs write the canonical one)
+            reply_to = next((v for k, v in headers.items() if k.lower() == _REPLY_TO_KEY), "")
         if not reply_to:
             return "", ""
         refusal = self.reply_subjects.refusal(reply_to)

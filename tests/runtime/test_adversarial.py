@@ -16,6 +16,7 @@ from bridge.errors import BundleError
 from bridge.policy import sign_bundle
 from bridge.policy.bundle import generate_signing_keys, load_private_key
 from tests.conftest import POLICIES
+from tests.runtime.test_faults import wait_stored
 from tests.runtime.world import World, queue_of
 
 CLAIM = {"claim_id": "CLM-1", "claimant": {"name": "Jane Doe", "ssn": "123-45-6789"}}
@@ -35,14 +36,6 @@ async def wait_for_records(world: World, count: int) -> list[dict[str, Any]]:
             return records
         await asyncio.sleep(0.05)
     raise AssertionError(f"fewer than {count} audit records")
-
-
-async def stored_in_the_cloud(cloud_js: Any, count: int) -> None:
-    for _ in range(600):
-        if (await cloud_js.stream_info("RB_IN")).state.messages == count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"RB_IN never held {count} message(s)")
 
 
 async def test_a_lower_case_classification_header_is_obeyed(world: World) -> None:
@@ -66,6 +59,22 @@ async def test_a_lower_case_classification_header_is_obeyed(world: World) -> Non
     cloud = await nats.connect(world.cloud_nats.url)
     assert (await cloud.jetstream().stream_info("RB_IN")).state.messages == 0
     await cloud.close()
+    await local.close()
+
+
+async def test_a_reply_subject_in_another_spelling_is_honoured(world: World) -> None:
+    """'rb-reply-to' is Rb-Reply-To: a denied message's sender still hears why."""
+    await world.start_gateway()
+    edge = await world.start_edge()
+    await edge.links["cloud-eu"].wait_up(10)
+    local = await nats.connect(world.edge_nats.url)
+    inbox = local.new_inbox()
+    notices = await queue_of(local, inbox)
+    await local.jetstream().publish(
+        "rb.out.health.records.upload", b'{"patient": "x"}', headers={"RB-REPLY-TO": inbox}
+    )
+    notice = await asyncio.wait_for(notices.get(), 20)
+    assert (notice.headers or {})["Rb-Rule"] == "health-data-stays-home"
     await local.close()
 
 
@@ -111,9 +120,9 @@ async def test_the_bridge_never_publishes_where_an_agent_points_it(
         ("deny", expected),
         ("allow", expected),
     ]
+    await wait_stored(world, 1, timeout=30)
     cloud = await nats.connect(world.cloud_nats.url)
     cloud_js = cloud.jetstream()
-    await stored_in_the_cloud(cloud_js, 1)
     stored = await cloud_js.get_msg("RB_IN", 1)
     assert "Rb-Reply" not in (stored.headers or {})  # no reply route was sealed
     await cloud.close()
@@ -171,9 +180,7 @@ async def test_a_reply_token_is_good_for_one_reply_even_across_a_restart(world: 
         orjson.dumps(CLAIM),
         headers={"Rb-Class": "confidential", "Rb-Reply-To": inbox},
     )
-    cloud = await nats.connect(world.cloud_nats.url)
-    await stored_in_the_cloud(cloud.jetstream(), 1)
-    await cloud.close()
+    await wait_stored(world, 1, timeout=30)
 
     await replies_with_one_token(world, 3, "first")
     first = await asyncio.wait_for(answers.get(), 20)
