@@ -38,13 +38,21 @@ AGENT_IDENTITY_HINT = (
 )
 
 
+def shown_url(url: str) -> str:
+    """A server URL as logs may show it: any user name or password in it replaced by ``***``."""
+    scheme, separator, rest = url.rpartition("://")
+    if "@" not in rest:
+        return url
+    return f"{scheme}{separator}***@{rest.rsplit('@', 1)[1]}"
+
+
 class NatsConnectError(RbridgeError):
     """The first connection to NATS did not succeed in time (wrong URL, credentials, server down)."""
 
     retriable = True
 
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"cannot connect to NATS at {url}: {reason}")
+        super().__init__(f"cannot connect to NATS at {shown_url(url)}: {reason}")
         self.url = url
         self.reason = reason
 

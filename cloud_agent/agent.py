@@ -65,7 +65,13 @@ from bridge.contract import (
     reply_subject,
 )
 from bridge.errors import RbridgeError
-from bridge.natsconnect import AGENT_IDENTITY_HINT, NatsConnectError, NatsIdentity, connect
+from bridge.natsconnect import (
+    AGENT_IDENTITY_HINT,
+    NatsConnectError,
+    NatsIdentity,
+    connect,
+    shown_url,
+)
 from cloud_agent.payload import with_pseudonyms
 
 log = logging.getLogger("cloud_agent")
@@ -164,7 +170,7 @@ class CloudAgent:
 
     async def _on_nats_error(self, error: Exception) -> None:
         # Instead of nats-py's default, which logs a traceback for every failed attempt.
-        log.warning("NATS: %s", error_summary(error))
+        log.warning("NATS %s: %s", shown_url(self.nats_url), error_summary(error))
 
     # --- life cycle ------------------------------------------------------------------------
 

@@ -57,7 +57,13 @@ from bridge.contract import (
     error_summary,
     outbound_subject,
 )
-from bridge.natsconnect import AGENT_IDENTITY_HINT, NatsConnectError, NatsIdentity, connect
+from bridge.natsconnect import (
+    AGENT_IDENTITY_HINT,
+    NatsConnectError,
+    NatsIdentity,
+    connect,
+    shown_url,
+)
 from edge_agent.errors import AgentError, Denied, HandlerFailed, TimedOut, Unavailable
 from edge_agent.heartbeat import Heartbeat
 
@@ -179,7 +185,7 @@ class Agent:
     async def _on_nats_error(self, error: Exception) -> None:
         # Instead of nats-py's default, which logs a traceback for every failed attempt.
         self._last_nats_error = error_summary(error)
-        log.warning("NATS: %s", self._last_nats_error)
+        log.warning("NATS %s: %s", shown_url(self.nats_url), self._last_nats_error)
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -196,7 +202,7 @@ class Agent:
                 **self._connect_options,
             )
         except NatsConnectError as error:
-            raise Unavailable(self.nats_url, str(error)) from None
+            raise Unavailable(shown_url(self.nats_url), str(error)) from None
         self._inbox = f"_INBOX.{self.name}.{uuid.uuid4().hex}"
         await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_answer)
         for subject, handler in self._handlers.items():

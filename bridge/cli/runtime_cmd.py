@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any, TypeVar
 
-from bridge.errors import UsageError
+from bridge.errors import RbridgeError, UsageError
 from bridge.runtime.config import ConfigError, RuntimeSettings
 
 S = TypeVar("S", bound=RuntimeSettings)
@@ -28,6 +28,12 @@ def register(commands: Any) -> None:
         "--check-config",
         action="store_true",
         help="validate the settings, policy, keys and TLS files, and exit",
+    )
+    edge.add_argument(
+        "--check-policy",
+        action="store_true",
+        help="check the configured policy file as a reload would, and exit 1 if it would be "
+        "refused (systemctl reload runs this before signalling the bridge)",
     )
     edge.set_defaults(run=_edge, command_path=["edge"])
 
@@ -77,6 +83,14 @@ def _edge(arguments: argparse.Namespace) -> int:
     )  # fmt: skip
     loaded = source.load()
     check_destinations(settings, loaded.engine.policy)
+    if arguments.check_policy:
+        if source.refused_configured:
+            raise RbridgeError(
+                f"the policy {settings.policy.path} would be refused: {source.refused_configured}; "
+                f"the running policy stays"
+            )
+        print(f"ok: {loaded.source} would be applied")
+        return 0
     if arguments.check_config:
         print(
             f"ok: edge bridge for site {settings.site}, policy {loaded.source}, destinations {', '.join(sorted(settings.destinations))}"

@@ -192,7 +192,8 @@ class EdgeApp:
         while not self._stopping.is_set():
             await asyncio.sleep(self.settings.policy.watch_seconds)
             try:
-                self.reload()
+                if self.reload():  # `systemctl status` shows the revision in force
+                    systemd.notify(f"STATUS={self.describe_policy()}")
             except Exception as error:  # the watcher must outlive any one bad policy file
                 log.error("policy reload failed: %s", type(error).__name__)
             for name, link in self.links.items():

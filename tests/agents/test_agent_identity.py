@@ -68,6 +68,19 @@ async def test_a_cloud_agent_gives_up_within_its_timeout() -> None:
         await CloudAgent("lonely", nats_url=url, connect_timeout=1.5).start()
 
 
+@pytest.mark.parametrize("kind", [CloudAgent, Agent])
+async def test_a_host_that_does_not_resolve_is_named_and_a_password_in_the_url_is_not(
+    kind: type[CloudAgent] | type[Agent], caplog: pytest.LogCaptureFixture
+) -> None:
+    url = "nats://bridge:s3cret-pass@no-such-host.invalid:4222"
+    with pytest.raises(Exception, match="cannot connect to NATS at ") as failure:
+        await kind("lonely", nats_url=url, connect_timeout=1.5).start()
+    assert "nats://***@no-such-host.invalid:4222" in str(failure.value)
+    assert any("no-such-host.invalid" in record.getMessage() for record in caplog.records)
+    everything = str(failure.value) + "".join(record.getMessage() for record in caplog.records)
+    assert "s3cret-pass" not in everything
+
+
 def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         args, capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,

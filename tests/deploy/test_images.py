@@ -5,10 +5,13 @@ container, the cloud agents' container parses and scores it, and the answer come
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
 import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ from bridge.up.stack import free_port
 from edge_agent import Agent
 from edge_agent.examples.claims import fraud_agent, intake_agent
 from edge_agent.examples.samples import claim
+from tests.deploy.guide import Guide
 from tests.deploy.podman import ROOT, environment, require_containers, run
 
 # Builds (debootstrap, wheels, images, packages) happen in the first test: allow for them.
@@ -33,10 +37,14 @@ VERSION = "0.1.0"
 
 
 @pytest.fixture(scope="module")
-def podman_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``podman system service`` on a private socket, and the images built."""
+def images() -> None:
     require_containers()
     run("deploy/cloud/build-images", timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def podman_socket(images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``podman system service`` on a private socket."""
     path = tmp_path_factory.mktemp("podman") / "podman.sock"
     service = subprocess.Popen(
         ["podman", "system", "service", "--time=0", f"unix://{path}"], env=environment()
@@ -148,49 +156,125 @@ async def test_the_images_serve_a_site_end_to_end(
         assert inspect.stdout.split() == ["10001:10001", "true"]
 
         # --- an edge bridge on this host, with the claims policy, to the gateway container.
-        keys = FileKeyStore(work / "keys")
-        for name in ("pseudonyms", "correlation", "reply-tokens"):
-            keys.create(name)
-        app = EdgeApp(
-            EdgeSettings(
-                site="plant-a",
-                nats={"url": edge_nats.url},
-                policy={"path": ROOT / "policies" / "claims.yaml"},
-                keys_dir=work / "keys",
-                audit={"dir": work / "audit"},
-                destinations={
-                    name: {"address": f"localhost:{link}"} for name in ("cloud-eu", "cloud-us")
-                },
-                tls={
-                    "cert": pki / "site-plant-a.pem",
-                    "key": pki / "site-plant-a.key",
-                    "ca": pki / "ca.pem",
-                },
-                http="127.0.0.1:0",
-            )
+        answer, document = await claim_through(
+            edge_nats, work, pki=pki, address=f"localhost:{link}"
         )
-        await app.start()
-        agents_here = [
-            fraud_agent(edge_nats.url),
-            intake_agent(edge_nats.url),
-            Agent("desk", nats_url=edge_nats.url),
-        ]
-        for agent in agents_here:
-            await agent.start()
-        try:
-            await app.links["cloud-eu"].wait_up(20)
-            document = claim(7, random.Random(7))
-            answer = await agents_here[-1].ask("claims.intake", document, timeout=60)
-            assert answer["claimant"]["name"] == document["claimant"]["name"]
-            assert answer["fields"]["amount"] == document["incident"]["amount_claimed"]
-            assert answer["triage"]["route"]
-        finally:
-            for agent in agents_here:
-                await agent.stop()
-            await app.stop()
+        assert answer["claimant"]["name"] == document["claimant"]["name"]
+        assert answer["fields"]["amount"] == document["incident"]["amount_claimed"]
+        assert answer["triage"]["route"]
         logs = b"".join(gateway.get_logs()).decode(errors="replace")
         assert document["claimant"]["name"] not in logs
         assert document["claimant"]["ssn"] not in logs
     finally:
         for part in reversed(started):
             part.stop()
+
+
+async def claim_through(
+    edge_nats: NatsServer, work: Path, *, pki: Path, address: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An edge bridge on this host (the claims policy, the site certificate in ``pki``) sends a
+    claim to the gateway at ``address``; the answer and the claim."""
+    keys = FileKeyStore(work / "keys")
+    for name in ("pseudonyms", "correlation", "reply-tokens"):
+        if not list((work / "keys").glob(f"{name}.v*.key")):
+            keys.create(name)
+    app = EdgeApp(
+        EdgeSettings(
+            site="plant-a",
+            nats={"url": edge_nats.url},
+            policy={"path": ROOT / "policies" / "claims.yaml"},
+            keys_dir=work / "keys",
+            audit={"dir": work / "audit"},
+            destinations={name: {"address": address} for name in ("cloud-eu", "cloud-us")},
+            tls={
+                "cert": pki / "site-plant-a.pem",
+                "key": pki / "site-plant-a.key",
+                "ca": pki / "ca.pem",
+            },
+            http="127.0.0.1:0",
+        )
+    )
+    await app.start()
+    agents_here = [
+        fraud_agent(edge_nats.url),
+        intake_agent(edge_nats.url),
+        Agent("desk", nats_url=edge_nats.url),
+    ]
+    for agent in agents_here:
+        await agent.start()
+    try:
+        await app.links["cloud-eu"].wait_up(20)
+        document = claim(7, random.Random(7))
+        answer = await agents_here[-1].ask("claims.intake", document, timeout=60)
+        return answer, document
+    finally:
+        for agent in agents_here:
+            await agent.stop()
+        await app.stop()
+
+
+async def test_the_compose_file_runs_on_a_stock_podman_as_the_guide_says(
+    images: None, edge: tuple[NatsServer, Path], tmp_path: Path
+) -> None:
+    """The guide's compose steps, word for word, with podman-compose: the certificates go in
+    without the CA key, the three containers come up without container DNS, and a claim from an
+    edge bridge on this host is answered by the agents' container."""
+    edge_nats, work = edge
+    home = tmp_path / "home"
+    home.mkdir()
+    project = tmp_path / "checkout"  # where the guide's relative paths point
+    (project / "deploy" / "cloud").mkdir(parents=True)
+    shutil.copy(ROOT / "deploy" / "cloud" / "compose.yaml", project / "deploy" / "cloud")
+    link, status = free_port(), free_port()
+    name = f"rbridge-compose-{uuid.uuid4().hex[:6]}"
+    guide = Guide(
+        workdir=str(project),
+        environment={
+            **environment(),
+            "HOME": str(home),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "COMPOSE_PROJECT_NAME": name,
+            "RBRIDGE_LINK_PORT": str(link),
+            "RBRIDGE_STATUS_PORT": str(status),
+        },
+    )
+    guide.run("compose-certificates")
+    tls = project / "deploy" / "cloud" / "tls"
+    assert sorted(path.name for path in tls.iterdir()) == [
+        "ca.pem", "crl.pem", "gateway.key", "gateway.pem",
+    ]  # fmt: skip
+    assert (tls / "gateway.key").stat().st_uid == 10001
+    ca = home / "rbridge-ca"
+    try:
+        guide.run("compose-up", timeout=300)
+        ready = ""
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{status}/readyz", timeout=2) as r:
+                    ready = r.read().decode()
+                    break
+            except OSError:
+                await asyncio.sleep(0.3)
+        assert ready.startswith("ready"), run("podman", "logs", f"{name}_gateway_1").stderr
+        # No container holds the CA key; NATS is not published.
+        for service in ("nats", "gateway", "agents"):
+            mounts = run(
+                "podman", "inspect", "--format", "{{range .Mounts}}{{.Source}} {{end}}",
+                f"{name}_{service}_1",
+            ).stdout  # fmt: skip
+            assert str(ca) not in mounts
+        listing = run("podman", "exec", f"{name}_gateway_1", "ls", "/etc/rbridge/tls").stdout
+        assert "ca.key" not in listing.split()
+        published = run("podman", "port", f"{name}_nats_1").stdout
+        assert "4222" not in published, published
+        assert str(link) in published, published
+
+        # --- an edge bridge on this host, with the guide's trial certificates, to the gateway.
+        answer, document = await claim_through(edge_nats, work, pki=ca, address=f"localhost:{link}")
+        assert answer["claimant"]["name"] == document["claimant"]["name"]
+        assert answer["triage"]["route"]
+    finally:
+        guide.run("compose-down", check=False, timeout=300)
+        run("podman", "volume", "rm", "-f", f"{name}_nats-data", check=False)
+    assert run("podman", "ps", "-a", "--filter", f"name={name}", "-q").stdout.strip() == ""

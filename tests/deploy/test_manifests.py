@@ -189,13 +189,21 @@ def test_container_files_pass_hadolint_and_carry_labels_and_a_health_check() -> 
 
 
 def test_the_compose_file_runs_the_cloud_side_from_our_images() -> None:
+    """Checked statically here; test_images runs it with podman-compose."""
     compose = yaml.safe_load((CLOUD / "compose.yaml").read_text())
     services = compose["services"]
     assert set(services) == {"nats", "gateway", "agents"}
     for service in services.values():
         assert service["image"].startswith("localhost/rbridge-")
         assert service["read_only"] is True
+    # One network namespace (NATS's): no container DNS needed, NATS not published.
+    for name in ("gateway", "agents"):
+        assert services[name]["network_mode"] == "service:nats"
+    assert not any("4222" in port for port in services["nats"]["ports"])
     gateway = services["gateway"]["environment"]
-    assert gateway["RBRIDGE_NATS__URL"] == "nats://nats:4222"
+    assert gateway["RBRIDGE_NATS__URL"] == "nats://127.0.0.1:4222"
     assert json.loads(gateway["RBRIDGE_SITES"])["plant-a"]["capabilities"]
-    assert services["agents"]["environment"]["RBRIDGE_AGENT_NATS_URL"] == "nats://nats:4222"
+    assert services["agents"]["environment"]["RBRIDGE_AGENT_NATS_URL"] == "nats://127.0.0.1:4222"
+    # Only the tls folder is mounted, and the guide never puts the CA key there.
+    assert services["gateway"]["volumes"] == ["${RBRIDGE_TLS_DIR:-./tls}:/etc/rbridge/tls:ro"]
+    assert "ca.key" not in (CLOUD / "compose.yaml").read_text()

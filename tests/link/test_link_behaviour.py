@@ -386,7 +386,9 @@ async def test_the_edge_picks_up_a_rotated_site_certificate_on_reconnect(pki: Pk
     await gateway.stop(0)
     gateway = await start_gateway(pki, Recorder(), port=port)
     async with asyncio.timeout(15):
-        while not gateway.connected("plant-a"):
+        # The gateway counts the site connected when it sends Welcome; the edge, once it has
+        # read it: wait for both.
+        while not gateway.connected("plant-a") or link.connects < 2:
             await asyncio.sleep(0.05)
     (session,) = gateway.sessions["plant-a"]
     assert session.identity.serial == new_serial

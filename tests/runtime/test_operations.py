@@ -173,6 +173,43 @@ def test_check_config_accepts_good_and_explains_bad(world: World, tmp_path: Path
     assert "Traceback" not in cloud.stderr
 
 
+def test_check_policy_says_whether_a_reload_would_refuse_the_file(
+    world: World, tmp_path: Path
+) -> None:
+    """`systemctl reload` runs --check-policy first: exit 1 naming the refusal, so the reload
+    fails visibly, even while the edge would keep running on its last good policy."""
+    policy = tmp_path / "policy" / "claims.yaml"
+    policy.parent.mkdir()
+    good = (world.root / "policy" / "claims.yaml").read_text()
+    policy.write_text(good)
+    settings = world.edge_settings(
+        policy={"path": policy}, state_dir=tmp_path / "state",
+        destinations={"cloud-eu": {"address": "localhost:1"}, "cloud-us": {"address": "localhost:2"}},
+    )  # fmt: skip
+    config = world.write_config("check-policy", settings)
+    result = run_cli("edge", "--config", str(config), "--check-policy")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"ok: {policy} revision ")
+    assert "would be applied" in result.stdout
+    # Refused with no last good copy: the problems, exit 1.
+    policy.write_text(good.replace("decision: allow", "decision: allow-ish", 1))
+    result = run_cli("edge", "--config", str(config), "--check-policy")
+    assert result.returncode == 1
+    assert "allow-ish" in result.stderr
+    # Refused while a last good copy exists (the edge would keep running): still exit 1.
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "last-good-policy.yaml").write_text(good)
+    result = run_cli("edge", "--config", str(config), "--check-policy")
+    assert result.returncode == 1
+    assert f"the policy {policy} would be refused" in result.stderr
+    assert "the running policy stays" in result.stderr
+    assert "Traceback" not in result.stderr
+    # --check-config still passes: the edge can start, on the last good policy.
+    result = run_cli("edge", "--config", str(config), "--check-config")
+    assert result.returncode == 0
+    assert "the edge would start with the last good one" in result.stderr
+
+
 @pytest.mark.slow
 async def test_two_gateway_replicas_serve_two_sites_and_route_their_replies(
     world: World, tmp_path: Path
