@@ -41,7 +41,6 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, api
 from nats.js.errors import Error as JetStreamError
 from nats.js.errors import KeyNotFoundError
@@ -72,6 +71,7 @@ from bridge.natsconnect import (
     connect,
     shown_url,
 )
+from bridge.natsconsume import PullConsumer, keep_in_progress
 from cloud_agent.payload import with_pseudonyms
 
 log = logging.getLogger("cloud_agent")
@@ -99,6 +99,11 @@ class CloudRequest:
 
 
 CapabilityHandler = Callable[[CloudRequest], Awaitable[Mapping[str, Any] | None]]
+
+
+#: A request taken by an agent that died is redelivered after this long; a live agent reports
+#: the requests its handlers are working on as in progress every third of it.
+ACK_WAIT_SECONDS = 10.0
 
 
 @dataclass(slots=True)
@@ -141,6 +146,7 @@ class CloudAgent:
         self._connect_options = dict(connect or {})
         self._handlers: dict[str, CapabilityHandler] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._consumers: list[PullConsumer] = []
         self._stopping = asyncio.Event()
         self._nc: Client | None = None
         self._done: KeyValue | None = None
@@ -197,9 +203,12 @@ class CloudAgent:
     async def stop(self) -> None:
         """Stop fetching, finish the batch in hand, close."""
         self._stopping.set()
+        for consumer in self._consumers:
+            consumer.close()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self._consumers.clear()
         if self._nc is not None:
             # Everything fetched was settled above; draining pull subscriptions would only wait.
             with contextlib.suppress(NatsError, OSError, TimeoutError):
@@ -243,31 +252,55 @@ class CloudAgent:
     # --- consuming -------------------------------------------------------------------------
 
     async def _consume(self, js: JetStreamContext, capability: str) -> None:
+        """Requests as they arrive (standing pull requests, no polling), each handled in its own
+        task, at most ``batch`` at a time; while a handler runs its message is reported in
+        progress, so a short ``ack_wait`` redelivers only a dead agent's requests."""
         subject = inbound_subject(capability)
         durable = f"{self.name}-{capability.replace('.', '_')}"
         config = api.ConsumerConfig(
-            ack_wait=60, max_deliver=-1, max_ack_pending=1024, filter_subject=subject
+            durable_name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ACK_WAIT_SECONDS,
+            max_deliver=-1,
+            max_ack_pending=1024,
+            filter_subject=subject,
         )
-        subscription = None
-        while subscription is None and not self._stopping.is_set():
+        while not self._stopping.is_set():
             try:
-                subscription = await js.pull_subscribe(
-                    subject, durable=durable, stream=STREAM_IN, config=config
-                )
+                await js.add_consumer(STREAM_IN, config=config)
+                break
             except (JetStreamError, NatsError, TimeoutError) as error:
                 # The gateway creates RB_IN; an agent started first waits for it.
                 log.info("waiting for the %s stream: %s", STREAM_IN, type(error).__name__)
-                await asyncio.sleep(1)
-        while subscription is not None and not self._stopping.is_set():
-            try:
-                messages = await subscription.fetch(self.batch, timeout=0.5)
-            except (NatsTimeout, TimeoutError):
-                continue
-            except NatsError as error:
-                log.warning("fetch failed: %s", type(error).__name__)
-                await asyncio.sleep(0.5)
-                continue
-            await asyncio.gather(*(self._handle(capability, message) for message in messages))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 1)
+        else:
+            return
+        consumer = PullConsumer(self.nc, STREAM_IN, durable, batch=self.batch)
+        self._consumers.append(consumer)
+        await consumer.start()
+        handling: dict[asyncio.Task[None], Msg] = {}
+        keeper = asyncio.create_task(
+            keep_in_progress(self.nc, handling.values, every=ACK_WAIT_SECONDS / 3)
+        )
+        try:
+            while not self._stopping.is_set():
+                room = self.batch - len(handling)
+                if room <= 0:
+                    await asyncio.wait(handling, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                for message in await consumer.take(room):
+                    task = asyncio.create_task(self._handle(capability, message))
+                    handling[task] = message
+                    task.add_done_callback(handling.pop)
+            if handling:  # finish what is in hand
+                await asyncio.wait(handling)
+        finally:
+            keeper.cancel()
+            await consumer.stop()
+            for message in consumer.release():
+                with contextlib.suppress(NatsError, OSError):
+                    await message.nak()
 
     async def _handle(self, capability: str, message: Msg) -> None:
         headers = message.headers or {}

@@ -57,7 +57,7 @@ class CloudGateway:
         )
         self.publisher = StreamPublisher(self.nc)
         await self.publisher.start()
-        self.replies = ReplyForwarder(js)
+        self.replies = ReplyForwarder(self.nc)
         tls = ServerTLS(TLSFiles(settings.tls.cert, settings.tls.key, settings.tls.ca))
         revocations = Revocations(settings.tls.ca.read_bytes(), settings.crl, settings.deny_list)
         store = CloudStore(
@@ -77,6 +77,7 @@ class CloudGateway:
             name=settings.name,
         )
         self.replies.gateway = self.gateway
+        self.replies.start()
         self.port = await self.gateway.start(settings.listen, settings.health_listen)
         host, _, port = settings.http.rpartition(":")
         self.status = StatusServer(self.metrics.registry, self.not_ready, host=host, port=int(port))

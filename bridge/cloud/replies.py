@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from typing import Any
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js import JetStreamContext, api
+from nats.js import api
 
 from bridge.contract import (
     HEADER_CAPABILITY,
@@ -33,6 +34,7 @@ from bridge.contract import (
 from bridge.link import Envelope, LinkGateway, NotConnected, Reject
 from bridge.link.envelope import RETRIABLE
 from bridge.link.outbox import DuplicateInFlight
+from bridge.natsconsume import PullConsumer, keep_in_progress
 from bridge.runtime.background import Background
 from bridge.runtime.headers import header_problem, passthrough
 
@@ -40,21 +42,38 @@ log = logging.getLogger("rbridge.cloud.replies")
 
 
 class ReplyForwarder:
-    def __init__(self, js: JetStreamContext, *, batch: int = 64, wait: float = 0.005) -> None:
-        self.js = js
+    def __init__(self, nc: Client, *, batch: int = 64, ack_wait: float = 5.0) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
         self.batch = batch
-        # How long a pull waits for a batch to fill: short, or replies wait for company.
-        self.wait = wait
+        # Short, so a dead gateway's replies come back soon; the live one reports the replies
+        # it holds (sent to the site, not yet acked by it) as in progress.
+        self.ack_wait = ack_wait
         self.gateway: LinkGateway | None = None
         self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._consumers: dict[str, PullConsumer] = {}
+        self._keeper: asyncio.Task[None] | None = None
         self._stopping = False
         self.forwarded = 0
         self.refused = 0
         self.background = Background()
 
+    def start(self) -> None:
+        """Keep the replies held for the sites in progress (call once the gateway is set)."""
+        self._keeper = asyncio.create_task(
+            keep_in_progress(self.nc, self._held, every=self.ack_wait / 3),
+            name="replies-in-progress",
+        )
+
+    def _held(self) -> Iterator[Msg]:
+        if self.gateway is not None:
+            yield from self.gateway.held()
+
     def sessions_changed(self, site: str) -> None:
         if self._stopping or self.gateway is None:
             return
+        if not self.gateway.connected(site) and site in self._consumers:
+            self._consumers[site].close()  # the pump, waiting for replies, ends
         if self.gateway.connected(site) and (site not in self._pumps or self._pumps[site].done()):
             task = asyncio.create_task(self._pump(site), name=f"replies-{site}")
             # A pump that was on its way out when the site came back must not leave it unserved.
@@ -66,6 +85,10 @@ class ReplyForwarder:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._keeper is not None:
+            self._keeper.cancel()
+        for consumer in self._consumers.values():
+            consumer.close()
         for task in self._pumps.values():
             task.cancel()
         await asyncio.gather(*self._pumps.values(), return_exceptions=True)
@@ -88,39 +111,52 @@ class ReplyForwarder:
             self.background.spawn(message.term())
 
     async def _pump(self, site: str) -> None:
+        """The site's replies as they arrive (no polling), while it has a stream here."""
         assert self.gateway is not None
-        config = api.ConsumerConfig(
-            ack_wait=30, max_ack_pending=1024, filter_subject=reply_subject(site)
+        durable = f"reply-{site}"
+        await self.js.add_consumer(
+            STREAM_REPLY,
+            config=api.ConsumerConfig(
+                durable_name=durable,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=self.ack_wait,
+                max_ack_pending=1024,
+                filter_subject=reply_subject(site),
+            ),
         )
-        subscription = await self.js.pull_subscribe(
-            reply_subject(site), durable=f"reply-{site}", stream=STREAM_REPLY, config=config
-        )
+        consumer = PullConsumer(self.nc, STREAM_REPLY, durable, batch=self.batch)
+        await consumer.start()
+        self._consumers[site] = consumer
         try:
             while not self._stopping and self.gateway.connected(site):
-                try:
-                    messages = await subscription.fetch(self.batch, timeout=self.wait)
-                except (NatsTimeout, TimeoutError):
-                    continue
-                for message in messages:
-                    envelope = self._envelope(message)
-                    if envelope is None:
-                        await message.term()
-                        continue
-                    try:
-                        await self.gateway.send(site, envelope, token=message)
-                    except NotConnected:
-                        await message.nak(delay=1)
-                    except DuplicateInFlight:
-                        # Redelivered while the first copy is still on its way: that copy's
-                        # answer settles the message.
-                        continue
-                    except Exception as error:
-                        # Never leave a fetched reply unsettled (it would wait out ack_wait).
-                        log.warning("could not forward a reply: %s", type(error).__name__)
-                        await message.nak(delay=1)
+                for message in await consumer.take():
+                    await self._forward(site, message)
         finally:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+            if self._consumers.get(site) is consumer:
+                del self._consumers[site]
+            await consumer.stop()
+            for message in consumer.release():
+                with contextlib.suppress(Exception):
+                    await message.nak(delay=1)
+
+    async def _forward(self, site: str, message: Msg) -> None:
+        assert self.gateway is not None
+        envelope = self._envelope(message)
+        if envelope is None:
+            await message.term()
+            return
+        try:
+            await self.gateway.send(site, envelope, token=message)
+        except NotConnected:
+            await message.nak(delay=1)
+        except DuplicateInFlight:
+            # Redelivered while the first copy is still on its way: that copy's answer settles
+            # the message.
+            return
+        except Exception as error:
+            # Never leave a taken reply unsettled (it would wait out ack_wait).
+            log.warning("could not forward a reply: %s", type(error).__name__)
+            await message.nak(delay=1)
 
     def _envelope(self, message: Msg) -> Envelope | None:
         headers = message.headers or {}

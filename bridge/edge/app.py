@@ -7,8 +7,9 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 
-from nats.errors import TimeoutError as NatsTimeout
+from nats.aio.msg import Msg
 from nats.js import api
 
 from bridge.audit import AuditTrail
@@ -22,6 +23,7 @@ from bridge.edge.tokens import JetStreamSpentTokens, ReplyTokens
 from bridge.errors import RbridgeError
 from bridge.keys import FileKeyStore
 from bridge.link import ClientTLS, EdgeLink, Hello, LinkSettings, TLSFiles
+from bridge.natsconsume import PullConsumer, keep_in_progress
 from bridge.policy import ResidencyPolicy
 from bridge.runtime import systemd
 from bridge.runtime.http import StatusServer
@@ -70,6 +72,7 @@ class EdgeApp:
         self._connects_counted: dict[str, int] = {}
         self._expiry_warned: dict[str, float] = {}
         self.pulled = 0
+        self.consumer: PullConsumer | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -136,21 +139,28 @@ class EdgeApp:
             self.metrics.registry, self.not_ready, host=host, port=int(port), notes=self.notes
         )
         self.http_port = await self.status.start()
-        consumer = api.ConsumerConfig(
-            ack_wait=settings.consumer.ack_wait_seconds,
-            max_ack_pending=settings.consumer.max_ack_pending,
-            ack_policy=api.AckPolicy.EXPLICIT,
+        await self.js.add_consumer(
+            STREAM_OUT,
+            config=api.ConsumerConfig(
+                durable_name=settings.consumer.durable,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=settings.consumer.ack_wait_seconds,
+                max_ack_pending=settings.consumer.max_ack_pending,
+                filter_subject=f"{OUTBOUND_PREFIX}>",
+            ),
+        )  # created, or brought to these settings (ack_wait of an older version, say)
+        self.consumer = PullConsumer(
+            self.nc, STREAM_OUT, settings.consumer.durable, batch=settings.consumer.batch
         )
-        self.subscription = await self.js.pull_subscribe(
-            f"{OUTBOUND_PREFIX}>",
-            durable=settings.consumer.durable,
-            stream=STREAM_OUT,
-            config=consumer,
-        )
+        await self.consumer.start()
         self._tasks = [
             asyncio.create_task(self._pull(), name="pull"),
             asyncio.create_task(self.bridge.settlement.run(), name="settle"),
             asyncio.create_task(self._watch(), name="watch"),
+            asyncio.create_task(
+                keep_in_progress(self.nc, self._held, every=settings.consumer.ack_wait_seconds / 3),
+                name="in-progress",
+            ),
         ]
         log.info("edge bridge %s ready: status on port %d", self.instance, self.http_port)
 
@@ -167,26 +177,32 @@ class EdgeApp:
         return missing
 
     async def _pull(self) -> None:
-        batch = self.settings.consumer.batch
-        wait = self.settings.consumer.fetch_wait_ms / 1000
+        """Messages as they arrive (no polling), decided and sent on in the batches they come in;
+        while no link is up nothing is asked for and what arrives goes back to the stream."""
+        consumer, batch = self.consumer, self.settings.consumer.batch
+        assert consumer is not None
         while not self._stopping.is_set():
             if not any(link.state == "up" for link in self.links.values()):
                 # Nothing may leave: leave the backlog in RB_OUT rather than churn through it.
+                consumer.pause()
+                for message in consumer.release():
+                    self.bridge.settlement.nak(message, delay=1.0)
                 await asyncio.sleep(0.2)
                 continue
+            await consumer.resume()
             if not self.audit.healthy:
                 # The last write failed; try again at a slow pace (the next append reopens the file).
                 await asyncio.sleep(1.0)
-            try:
-                messages = await self.subscription.fetch(batch, timeout=wait)
-            except (NatsTimeout, TimeoutError):
-                continue
-            except Exception as error:
-                log.warning("pull failed: %s", type(error).__name__)
-                await asyncio.sleep(0.5)
-                continue
-            self.pulled += len(messages)
-            await self.bridge.process(messages)
+            messages = await consumer.take(batch)
+            if messages:
+                self.pulled += len(messages)
+                await self.bridge.process(messages)
+
+    def _held(self) -> Iterator[Msg]:
+        """Messages sent on and not yet answered by the cloud."""
+        for link in self.links.values():
+            for pending in link.outbox.tokens():
+                yield pending.message
 
     async def _watch(self) -> None:
         while not self._stopping.is_set():
@@ -209,7 +225,7 @@ class EdgeApp:
                     self._connects_counted[name] = link.connects
             self.metrics.in_flight.set(sum(len(link.outbox) for link in self.links.values()))
             with contextlib.suppress(Exception):
-                info = await self.subscription.consumer_info()
+                info = await self.js.consumer_info(STREAM_OUT, self.settings.consumer.durable)
                 self.metrics.backlog.set(info.num_pending or 0)
 
     def _warn_expiry(self, destination: str, serial: str, not_after: float) -> None:
@@ -261,6 +277,8 @@ class EdgeApp:
         """Stop pulling, let in-flight envelopes be answered, settle, close links and NATS."""
         self._stopping.set()
         grace = self.settings.grace_seconds
+        if self.consumer is not None:
+            await self.consumer.stop()  # nothing more is taken; the pull task ends
         pull = self._tasks[0] if self._tasks else None
         if pull is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
@@ -273,8 +291,6 @@ class EdgeApp:
         await self.bridge.background.drain()
         if self.status is not None:
             await self.status.stop()
-        with contextlib.suppress(Exception):
-            await self.subscription.unsubscribe()
         with contextlib.suppress(Exception):
             await self.nc.drain()
         self.audit.close()

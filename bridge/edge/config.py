@@ -20,11 +20,16 @@ class NatsSection(Section):
 class ConsumerSection(Section):
     durable: str = "rbridge-edge"
     batch: int = Field(256, ge=1, le=4096)
-    ack_wait_seconds: float = Field(60.0, gt=0)
+    ack_wait_seconds: float = Field(
+        5.0, ge=1,
+        description="a message taken by a bridge that died is redelivered after this long; a "
+        "live bridge reports the ones it still holds as in progress every third of it",
+    )  # fmt: skip
     max_ack_pending: int = Field(8192, ge=1)
     fetch_wait_ms: float = Field(
         5.0, gt=0, le=5000,
-        description="how long a pull waits for a batch to fill when fewer messages are there (latency bound)",
+        description="no longer used: messages are delivered as they arrive (kept so that older "
+        "files still load)",
     )  # fmt: skip
 
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -204,6 +204,12 @@ class LinkGateway(pb_grpc.LinkServicer):
                         self._close_session(session, refusal)
 
     # --- replies to sites ----------------------------------------------------------------
+
+    def held(self) -> Iterator[Any]:
+        """The tokens of every reply sent to a site (or queued) and not yet answered by it."""
+        for group in self.sessions.values():
+            for session in group:
+                yield from session.outbox.tokens()
 
     def connected(self, site: str) -> bool:
         return bool(self.sessions.get(site))

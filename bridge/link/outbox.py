@@ -47,6 +47,10 @@ class Outbox:
         self._empty.set()
         self._closed = False
 
+    def tokens(self) -> list[Any]:
+        """The tokens of every envelope not yet answered (sent or waiting to be)."""
+        return [token for _, token in self._unacked.values()]
+
     def __len__(self) -> int:
         """Envelopes accepted and not yet answered."""
         return len(self._unacked)

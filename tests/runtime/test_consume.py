@@ -1,0 +1,197 @@
+"""The one consumer loop (standing pull requests), against a real nats-server: messages arrive as
+they are stored, nothing is asked for at idle beyond one request per ``expires``, what is asked
+for and held stays within the batch, a restarted server is noticed by the missing heartbeats,
+and a dead consumer's messages come back within ``ack_wait`` while a live one's held messages
+do not."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import api
+
+from bridge.natsconsume import PullConsumer, keep_in_progress
+from bridge.natsserver import NatsServer
+
+STREAM, DURABLE = "RB_TEST", "worker"
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    js = client.jetstream()
+    await js.add_stream(name=STREAM, subjects=["test.>"])
+    await js.add_consumer(
+        STREAM,
+        config=api.ConsumerConfig(
+            durable_name=DURABLE, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=2
+        ),
+    )
+    yield client
+    await client.close()
+
+
+async def publish(client: Client, count: int, start: int = 0) -> None:
+    js = client.jetstream()
+    for number in range(start, start + count):
+        await js.publish("test.work", str(number).encode(), headers={"Nats-Msg-Id": str(number)})
+
+
+async def take_all(consumer: PullConsumer, count: int, timeout: float = 30) -> list[Msg]:
+    taken: list[Msg] = []
+    async with asyncio.timeout(timeout):
+        while len(taken) < count:
+            taken.extend(await consumer.take())
+    return taken
+
+
+async def test_messages_arrive_as_they_are_stored_and_in_batches_under_load(nc: Client) -> None:
+    consumer = PullConsumer(nc, STREAM, DURABLE, batch=64, expires=5, heartbeat=1)
+    await consumer.start()
+    try:
+        await publish(nc, 1)
+        (first,) = await take_all(consumer, 1)
+        assert first.data == b"0"
+        await first.ack()
+        await publish(nc, 500, start=1)
+        rest = await take_all(consumer, 500)
+        assert [int(m.data) for m in rest] == list(range(1, 501))  # in order, none lost
+        for message in rest:
+            await message.ack()
+        assert consumer.requests < 500 / 32 + 4  # a request per half batch, not per message
+    finally:
+        await consumer.stop()
+
+
+async def test_at_idle_only_one_request_per_expiry_goes_to_the_server(
+    nc: Client, nats_server: NatsServer
+) -> None:
+    """Seen from outside: a second connection counts the pull requests on the wire."""
+    watcher = await nats.connect(nats_server.url)
+    seen: list[float] = []
+
+    async def count(_message: Msg) -> None:
+        seen.append(time.monotonic())
+
+    await watcher.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{DURABLE}", cb=count)
+    await watcher.flush()
+    consumer = PullConsumer(nc, STREAM, DURABLE, batch=64, expires=2, heartbeat=0.25)
+    await consumer.start()
+    started = time.monotonic()
+    try:
+        # Idle: the server answers with heartbeats; the client re-asks once per expiry.
+        async with asyncio.timeout(30):
+            while consumer.heartbeats < 12:
+                await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - started
+        await watcher.flush()
+        # A 5 ms fetch loop would have sent hundreds in this time; standing requests send one
+        # per expiry (and one more if a heartbeat is late on a loaded machine).
+        assert 1 <= len(seen) <= elapsed / 2 + 2, (len(seen), elapsed)
+    finally:
+        await consumer.stop()
+        await watcher.close()
+
+
+async def test_what_is_asked_for_and_held_never_exceeds_the_batch(nc: Client) -> None:
+    await publish(nc, 300)
+    consumer = PullConsumer(nc, STREAM, DURABLE, batch=50, expires=5, heartbeat=1)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            while consumer.buffered < 50:
+                await asyncio.sleep(0.02)
+        await nc.flush()
+        await asyncio.sleep(0.3)  # anything beyond the batch would have arrived by now
+        assert consumer.buffered == 50
+        first = await consumer.take(20)
+        assert len(first) == 20
+        # 30 still held: more than half the batch, so nothing more is asked for yet.
+        await nc.flush()
+        assert consumer.buffered == 30
+        taken = await consumer.take(10)  # 20 left, under half: it asks for 30 more
+        async with asyncio.timeout(30):
+            while consumer.buffered < 50:
+                await asyncio.sleep(0.02)
+        assert consumer.buffered == 50
+        # Paused: nothing more is asked for; what arrived can be handed back.
+        consumer.pause()
+        released = consumer.release()
+        assert len(released) == 50
+        for message in [*first, *taken, *released]:
+            await message.nak()
+    finally:
+        await consumer.stop()
+
+
+async def test_a_restarted_server_is_noticed_by_the_missing_heartbeats(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    client = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    try:
+        js = client.jetstream()
+        await js.add_stream(name=STREAM, subjects=["test.>"])
+        await js.add_consumer(
+            STREAM, config=api.ConsumerConfig(durable_name=DURABLE, ack_policy="explicit")
+        )
+        consumer = PullConsumer(client, STREAM, DURABLE, batch=16, expires=30, heartbeat=0.3)
+        await consumer.start()
+        server.kill()
+        server.start()  # same port and store: the stream and consumer are still there
+        async with asyncio.timeout(30):
+            while True:  # reconnected, and JetStream recovered its store
+                try:
+                    await publish(client, 3)
+                    break
+                except nats.errors.Error:
+                    await asyncio.sleep(0.1)
+        taken = await take_all(consumer, 3)
+        assert [m.data for m in taken] == [b"0", b"1", b"2"]
+        assert consumer.resets >= 1
+        await consumer.stop()
+    finally:
+        await client.close()
+        server.kill()
+
+
+async def test_held_messages_stay_while_a_dead_consumers_come_back_within_ack_wait(
+    nc: Client, nats_server: NatsServer
+) -> None:
+    """ack_wait is 2 s: one consumer holds its message, reporting progress; another takes one
+    and dies (its connection closed). Only the dead one's message is delivered again."""
+    await publish(nc, 2)
+    holder = PullConsumer(nc, STREAM, DURABLE, batch=1, expires=5, heartbeat=1)
+    await holder.start()
+    async with asyncio.timeout(30):
+        while not holder.buffered:
+            await asyncio.sleep(0.02)
+    holder.pause()  # the second message is for the consumer that dies
+    (held,) = await holder.take()
+    keeper = asyncio.create_task(keep_in_progress(nc, lambda: [held], every=0.5))
+    doomed = await nats.connect(nats_server.url)
+    dead = PullConsumer(doomed, STREAM, DURABLE, batch=1, expires=5, heartbeat=1)
+    await dead.start()
+    (lost,) = await take_all(dead, 1)
+    await doomed.close()  # dies without settling
+    try:
+        await holder.resume()
+        (again,) = await take_all(holder, 1)
+        assert again.data == lost.data
+        assert again.metadata.num_delivered == 2
+        await again.ack()
+        await nc.flush()
+        # The held message was never redelivered: it is still pending for the holder only.
+        info = await nc.jetstream().consumer_info(STREAM, DURABLE)
+        assert info.num_ack_pending == 1
+        assert info.num_redelivered == 0  # and it was not delivered again
+    finally:
+        keeper.cancel()
+        await held.ack()
+        await holder.stop()
