@@ -267,11 +267,11 @@ def bridge_configs(
     policy.write_text((ROOT / "policies" / "claims.yaml").read_text())
     cloud = {
         "listen": f"127.0.0.1:{port}", "http": "127.0.0.1:0", "tls": {"cert": str(pki / "gateway.pem"), "key": str(pki / "gateway.key"), "ca": str(pki / "ca.pem")},
-        "sites": {"plant-a": {"capabilities": [">"]}}, "nats": {"url": cloud_url}, "log_level": "warning",
+        "sites": {"plant-a": {"capabilities": [">"]}}, "nats": {"url": cloud_url}, "log_level": "info",
     }  # fmt: skip
     edge = {
         "site": "plant-a", "instance": instance, "nats": {"url": edge_url}, "policy": {"path": str(policy)}, "keys_dir": str(keys),
-        "audit": {"dir": str(work / f"audit-{instance}")}, "http": "127.0.0.1:0", "log_level": "warning",
+        "audit": {"dir": str(work / f"audit-{instance}")}, "http": "127.0.0.1:0", "log_level": "info",
         "destinations": {"cloud-eu": {"address": f"localhost:{port}"}, "cloud-us": {"address": f"localhost:{port}"}},
         "tls": {"cert": str(pki / "site-plant-a.pem"), "key": str(pki / "site-plant-a.key"), "ca": str(pki / "ca.pem")},
     }  # fmt: skip

@@ -130,10 +130,13 @@ class AuditTrail:
         lines = []
         for entry in entries:
             seq += 1
-            record = {"seq": seq, "time": now, **entry, "prev": previous}
-            previous = record_hash(record)
-            record["hash"] = previous
-            lines.append(orjson.dumps(record))
+            # The canonical body (sorted keys) is both what is hashed and the line, with the
+            # hash appended as its last member: one serialisation per record, not two.
+            body = orjson.dumps(
+                {"seq": seq, "time": now, **entry, "prev": previous}, option=orjson.OPT_SORT_KEYS
+            )
+            previous = hashlib.sha256(body).hexdigest()
+            lines.append(b'%s,"hash":"%s"}' % (body[:-1], previous.encode()))
         data = b"\n".join(lines) + b"\n"
         try:
             if self._handle is None:

@@ -19,6 +19,7 @@ from nats.js import api
 
 from bridge.natsconsume import PullConsumer, keep_in_progress
 from bridge.natsserver import NatsServer
+from tests.runtime.world import World
 
 STREAM, DURABLE = "RB_TEST", "worker"
 
@@ -195,3 +196,55 @@ async def test_held_messages_stay_while_a_dead_consumers_come_back_within_ack_wa
         keeper.cancel()
         await held.ack()
         await holder.stop()
+
+
+async def test_the_runtimes_and_a_cloud_agent_ask_nothing_at_idle_beyond_one_request_each(
+    world: World,
+) -> None:
+    """The edge bridge, the gateway's reply pump and a cloud agent, linked and idle: watched on
+    both servers, each consumer sends one standing pull request and then nothing for the
+    window (the fetch loops they replaced asked every 5 ms)."""
+    from cloud_agent import CloudAgent, CloudRequest
+
+    await world.start_gateway()
+    edge = await world.start_edge()
+    await edge.links["cloud-eu"].wait_up(20)
+    agent = CloudAgent("parser", nats_url=world.cloud_nats.url)
+
+    @agent.capability("docs.parse")
+    async def parse(request: CloudRequest) -> dict[str, object]:
+        return {}
+
+    await agent.start()
+    seen: dict[str, int] = {}
+    watchers = []
+    for server in (world.edge_nats, world.cloud_nats):
+        watcher = await nats.connect(server.url)
+
+        async def count(message: Msg) -> None:
+            seen[message.subject] = seen.get(message.subject, 0) + 1
+
+        await watcher.subscribe("$JS.API.CONSUMER.MSG.NEXT.>", cb=count)
+        await watcher.flush()
+        watchers.append(watcher)
+    try:
+        # Each consumer is up: the edge's, the reply pump's (the link is up) and the agent's.
+        # Count over three seconds of idle: with 30 s expiry nothing should be re-asked.
+        started = time.monotonic()
+        await asyncio.sleep(3.0)
+        elapsed = time.monotonic() - started
+        for watcher in watchers:
+            await watcher.flush()
+        assert sum(seen.values()) <= len(seen) * (1 + elapsed / 30) + 1, (seen, elapsed)
+        # ... and each of the three has a pull request standing on its server.
+        for server, stream, durable in (
+            (watchers[0], "RB_OUT", "rbridge-edge"),
+            (watchers[1], "RB_REPLY", "reply-plant-a"),
+            (watchers[1], "RB_IN", "parser-docs_parse"),
+        ):
+            info = await server.jetstream().consumer_info(stream, durable)
+            assert info.num_waiting >= 1, (stream, durable)
+    finally:
+        for watcher in watchers:
+            await watcher.close()
+        await agent.stop()
