@@ -140,7 +140,8 @@ async def test_a_restarted_server_is_noticed_by_the_missing_heartbeats(tmp_path:
         js = client.jetstream()
         await js.add_stream(name=STREAM, subjects=["test.>"])
         await js.add_consumer(
-            STREAM, config=api.ConsumerConfig(durable_name=DURABLE, ack_policy="explicit")
+            STREAM,
+            config=api.ConsumerConfig(durable_name=DURABLE, ack_policy=api.AckPolicy.EXPLICIT),
         )
         consumer = PullConsumer(client, STREAM, DURABLE, batch=16, expires=30, heartbeat=0.3)
         await consumer.start()
@@ -237,12 +238,12 @@ async def test_the_runtimes_and_a_cloud_agent_ask_nothing_at_idle_beyond_one_req
             await watcher.flush()
         assert sum(seen.values()) <= len(seen) * (1 + elapsed / 30) + 1, (seen, elapsed)
         # ... and each of the three has a pull request standing on its server.
-        for server, stream, durable in (
+        for client, stream, durable in (
             (watchers[0], "RB_OUT", "rbridge-edge"),
             (watchers[1], "RB_REPLY", "reply-plant-a"),
             (watchers[1], "RB_IN", "parser-docs_parse"),
         ):
-            info = await server.jetstream().consumer_info(stream, durable)
+            info = await client.jetstream().consumer_info(stream, durable)
             assert info.num_waiting >= 1, (stream, durable)
     finally:
         for watcher in watchers:
