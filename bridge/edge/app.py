@@ -28,6 +28,7 @@ from bridge.policy import ResidencyPolicy
 from bridge.runtime import systemd
 from bridge.runtime.http import StatusServer
 from bridge.runtime.natsconn import connect
+from bridge.runtime.publisher import StreamPublisher
 from bridge.runtime.streams import ensure_stream
 
 log = logging.getLogger("rbridge.edge")
@@ -100,6 +101,8 @@ class EdgeApp:
             name=f"rbridge-edge-{self.instance}",
         )
         self.js = self.nc.jetstream()
+        self.publisher = StreamPublisher(self.nc)
+        await self.publisher.start()
         await ensure_stream(self.js, STREAM_OUT, [f"{OUTBOUND_PREFIX}>"])
         if settings.quarantine.enabled:
             await ensure_stream(
@@ -112,7 +115,9 @@ class EdgeApp:
             site=settings.site, nc=self.nc, js=self.js, policy=self.policy, audit=self.audit, links=self.links,
             tokens=tokens, metrics=self.metrics, quarantine=settings.quarantine.enabled,
             reply_subjects=ReplySubjects(settings.replies.subjects),
-            spent=await JetStreamSpentTokens.open(self.js, settings.replies.ttl_seconds),
+            spent=await JetStreamSpentTokens.open(
+                self.js, settings.replies.ttl_seconds, self.publisher
+            ),
         )  # fmt: skip
         link_settings = LinkSettings(
             window=settings.link.window,
@@ -289,6 +294,7 @@ class EdgeApp:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.bridge.background.drain()
+        await self.publisher.stop()
         if self.status is not None:
             await self.status.stop()
         with contextlib.suppress(Exception):

@@ -431,16 +431,16 @@ class EdgeBridge:
         self, spending: list[tuple[int, ReplyRoute, str]], outcomes: list[Delivery | Refused]
     ) -> None:
         """Spend each reply's token; a token another reply spent refuses this one."""
-        results = await asyncio.gather(
-            *(self.spent.spend(route.token_id, fingerprint) for _, route, fingerprint in spending),
-            return_exceptions=True,
-        )
+        try:
+            results = await self.spent.spend_many(
+                [(route.token_id, fingerprint) for _, route, fingerprint in spending]
+            )
+        except Exception as error:  # NATS gone: refuse the batch, the gateway sends it again
+            results = [error] * len(spending)
         for (position, _, _), result in zip(spending, results, strict=True):
             if result is True:
                 continue
-            if isinstance(result, BaseException):
-                if not isinstance(result, Exception):
-                    raise result
+            if isinstance(result, Exception):
                 log.warning("could not record a spent reply token: %s", type(result).__name__)
                 reject = Reject(LINK_LOST, "the edge cannot record spent reply tokens right now")
                 outcomes[position] = Refused(reject, "token-store-unavailable")

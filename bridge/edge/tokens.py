@@ -19,6 +19,7 @@ import base64
 import hashlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,10 +29,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nats.js import JetStreamContext, api
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from bridge.errors import RbridgeError
 from bridge.policy.keyring import KeyVersion
+from bridge.runtime.publisher import StreamPublisher
 
 PREFIX = "r1."
 
@@ -93,9 +96,10 @@ def reply_fingerprint(envelope_id: str, payload: bytes) -> str:
 class SpentTokens(Protocol):
     """Remembers which reply spent each token."""
 
-    async def spend(self, token_id: str, fingerprint: str) -> bool:
-        """True if the token was unspent (now spent by this reply) or spent by this very reply;
-        False if another reply spent it."""
+    async def spend_many(self, items: Sequence[tuple[str, str]]) -> list[bool | Exception]:
+        """For each (token id, fingerprint of the reply): True if the token was unspent (now
+        spent by this reply) or spent by this very reply; False if another reply spent it; the
+        exception if it could not be recorded."""
         ...
 
 
@@ -105,18 +109,35 @@ class MemorySpentTokens:
     def __init__(self) -> None:
         self.spent: dict[str, str] = {}
 
-    async def spend(self, token_id: str, fingerprint: str) -> bool:
-        return self.spent.setdefault(token_id, fingerprint) == fingerprint
+    async def spend_many(self, items: Sequence[tuple[str, str]]) -> list[bool | Exception]:
+        return [
+            self.spent.setdefault(token, fingerprint) == fingerprint for token, fingerprint in items
+        ]
+
+
+class SpentTokensUnavailable(RbridgeError):
+    """The spent-token bucket did not store a spend."""
+
+    retriable = True
 
 
 class JetStreamSpentTokens:
-    """Spent tokens in a key-value bucket of the local NATS, kept as long as tokens live."""
+    """Spent tokens in a key-value bucket of the local NATS, kept as long as tokens live.
 
-    def __init__(self, bucket: KeyValue) -> None:
+    A batch of replies spends its tokens with one burst of publishes, each creating its key
+    only if the key is new (``Nats-Expected-Last-Subject-Sequence: 0``), and the PubAcks
+    gathered on one inbox; a key that exists is read back to tell a redelivery of the same
+    reply (the same fingerprint) from another reply."""
+
+    def __init__(self, bucket: KeyValue, publisher: StreamPublisher) -> None:
         self.bucket = bucket
+        self.publisher = publisher
+        self._subject = f"$KV.{SPENT_TOKENS_BUCKET}."
 
     @classmethod
-    async def open(cls, js: JetStreamContext, ttl_seconds: int) -> JetStreamSpentTokens:
+    async def open(
+        cls, js: JetStreamContext, ttl_seconds: int, publisher: StreamPublisher
+    ) -> JetStreamSpentTokens:
         """The bucket, created if needed; an existing one that forgets sooner is extended."""
         try:
             bucket = await js.key_value(SPENT_TOKENS_BUCKET)
@@ -129,7 +150,7 @@ class JetStreamSpentTokens:
                     storage=api.StorageType.FILE,
                 )
             )
-            return cls(bucket)
+            return cls(bucket, publisher)
         stream = f"KV_{SPENT_TOKENS_BUCKET}"
         info = await js.stream_info(stream)
         max_age = info.config.max_age or 0
@@ -137,12 +158,28 @@ class JetStreamSpentTokens:
             # Spent tokens must be remembered at least as long as tokens are valid.
             info.config.max_age = ttl_seconds
             await js.update_stream(info.config)
-        return cls(bucket)
+        return cls(bucket, publisher)
 
-    async def spend(self, token_id: str, fingerprint: str) -> bool:
-        try:
-            await self.bucket.create(token_id, fingerprint.encode())
-            return True
-        except KeyWrongLastSequenceError:
-            entry = await self.bucket.get(token_id)
-            return entry.value == fingerprint.encode()
+    async def spend_many(self, items: Sequence[tuple[str, str]]) -> list[bool | Exception]:
+        problems = await self.publisher.publish_many(
+            [
+                (self._subject + token, fingerprint.encode(), _CREATE_ONLY)
+                for token, fingerprint in items
+            ]
+        )
+        results: list[bool | Exception] = []
+        for (token, fingerprint), problem in zip(items, problems, strict=True):
+            if problem is None:
+                results.append(True)
+            elif "wrong last sequence" in problem:  # spent before: by this reply, or another?
+                try:
+                    entry = await self.bucket.get(token)
+                    results.append(entry.value == fingerprint.encode())
+                except Exception as error:
+                    results.append(error)
+            else:
+                results.append(SpentTokensUnavailable(problem))
+        return results
+
+
+_CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
