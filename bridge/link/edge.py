@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import uuid
@@ -22,6 +23,7 @@ from typing import Any, Literal, Protocol
 import grpc
 
 from bridge.link.envelope import HANDLER_FAILED, Envelope, Reject
+from bridge.link.inbound import InboundBatches
 from bridge.link.outbox import Outbox, ResultCallback, batch_frames, write_frames
 from bridge.link.settings import LinkSettings
 from bridge.link.tls import ClientTLS, TLSConfigError
@@ -265,25 +267,34 @@ class EdgeLink:
             call.cancel()
 
     async def _read(self, call: Any, frames: asyncio.Queue[pb.EdgeFrame]) -> None:
-        while True:
-            frame = await call.read()
-            if frame is grpc.aio.EOF:
-                return
-            kind = frame.WhichOneof("frame")
-            if kind == "acks":
-                self.outbox.resolve(acked=frame.acks.ids)
-            elif kind == "rejects":
-                self.outbox.resolve(
-                    rejected=[(r.id, Reject(r.code, r.reason)) for r in frame.rejects.rejects]
-                )
-            elif kind == "batch":
-                await self._accept_inbound(frame.batch.envelopes, frames)
-            elif kind == "goodbye":
-                self._gateway_goodbye = f"the gateway said goodbye: {frame.goodbye.reason[:200]}"
-                log.info("%s", self._gateway_goodbye)
+        """Acks and rejects are settled as they come; inbound batches are handed to their own
+        task, so an ack never waits behind a batch being taken."""
+        inbound = InboundBatches(functools.partial(self._accept_inbound, frames=frames))
+        try:
+            while True:
+                frame = await call.read()
+                if frame is grpc.aio.EOF:
+                    break
+                kind = frame.WhichOneof("frame")
+                if kind == "acks":
+                    self.outbox.resolve(acked=frame.acks.ids)
+                elif kind == "rejects":
+                    self.outbox.resolve(
+                        rejected=[(r.id, Reject(r.code, r.reason)) for r in frame.rejects.rejects]
+                    )
+                elif kind == "batch":
+                    inbound.put(frame.batch.envelopes)
+                elif kind == "goodbye":
+                    self._gateway_goodbye = (
+                        f"the gateway said goodbye: {frame.goodbye.reason[:200]}"
+                    )
+                    log.info("%s", self._gateway_goodbye)
+            await inbound.drain()  # answer what the gateway sent before it closed
+        finally:
+            await inbound.close()
 
     async def _accept_inbound(
-        self, wires: Sequence[pb.Envelope], frames: asyncio.Queue[pb.EdgeFrame]
+        self, wires: Sequence[pb.Envelope], *, frames: asyncio.Queue[pb.EdgeFrame]
     ) -> None:
         envelopes = [Envelope.from_wire(wire) for wire in wires]
         try:

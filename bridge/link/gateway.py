@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,6 +31,7 @@ from bridge.link.envelope import (
     Reject,
 )
 from bridge.link.identity import IdentityError, SiteIdentity, identity_from_certificate
+from bridge.link.inbound import InboundBatches
 from bridge.link.outbox import Outbox, OutboxClosed, ResultCallback, batch_frames, write_frames
 from bridge.link.revocation import Revocations
 from bridge.link.settings import LinkSettings
@@ -375,33 +377,45 @@ class LinkGateway(pb_grpc.LinkServicer):
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _read(self, session: Session, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        while True:
-            frame = await context.read()
-            if frame is grpc.aio.EOF:
+        """Acks and rejects of replies are settled as they come; batches are handed to their
+        own task (stored in order), so a reply's ack never waits behind a store."""
+        inbound = InboundBatches(functools.partial(self._accept_taken, session))
+        try:
+            while True:
+                frame = await context.read()
+                if frame is grpc.aio.EOF:
+                    break
+                kind = frame.WhichOneof("frame")
+                if kind == "batch":
+                    inbound.put(frame.batch.envelopes)
+                elif kind == "acks":
+                    session.outbox.resolve(acked=frame.acks.ids)
+                elif kind == "rejects":
+                    session.outbox.resolve(
+                        rejected=[(r.id, Reject(r.code, r.reason)) for r in frame.rejects.rejects]
+                    )
+                elif kind == "goodbye":
+                    log.info(
+                        "site %s says goodbye: %s",
+                        session.identity.site,
+                        frame.goodbye.reason[:200],
+                    )
+                    break
+                else:
+                    log.warning("site %s sent a frame of no known kind", session.identity.site)
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT, "malformed frame: no known kind"
+                    )
+            await inbound.drain()  # answer the batches in hand before the stream ends
+        finally:
+            await inbound.close()
+
+    async def _accept_taken(self, session: Session, wires: Sequence[pb.Envelope]) -> None:
+        async with session.busy:
+            if session.closing:
+                # After our Goodbye nothing new is taken; the edge resends it elsewhere.
                 return
-            kind = frame.WhichOneof("frame")
-            if kind == "batch":
-                async with session.busy:
-                    if session.closing:
-                        # After our Goodbye nothing new is taken; the edge resends it elsewhere.
-                        continue
-                    await self._accept_batch(session, frame.batch.envelopes)
-            elif kind == "acks":
-                session.outbox.resolve(acked=frame.acks.ids)
-            elif kind == "rejects":
-                session.outbox.resolve(
-                    rejected=[(r.id, Reject(r.code, r.reason)) for r in frame.rejects.rejects]
-                )
-            elif kind == "goodbye":
-                log.info(
-                    "site %s says goodbye: %s", session.identity.site, frame.goodbye.reason[:200]
-                )
-                return
-            else:
-                log.warning("site %s sent a frame of no known kind", session.identity.site)
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, "malformed frame: no known kind"
-                )
+            await self._accept_batch(session, wires)
 
     async def _accept_batch(self, session: Session, wires: Sequence[pb.Envelope]) -> None:
         rules = self.sites[session.identity.site]
