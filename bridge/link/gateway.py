@@ -319,13 +319,21 @@ class LinkGateway(pb_grpc.LinkServicer):
             asyncio.create_task(batch_frames(session.outbox, session.frames, pb.CloudFrame)),
             asyncio.create_task(session.closed.wait()),
         ]
+        reader, writer, batcher, _closed = tasks
         try:
-            done, _ = await asyncio.wait(
-                [tasks[0], tasks[1], tasks[3]], return_when=asyncio.FIRST_COMPLETED
-            )
-            if tasks[1] in done:
-                tasks[1].result()  # a failed write ends the stream
-            if tasks[0] in done and (failure := tasks[0].exception()) is not None:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if writer in done:
+                writer.result()  # a failed write ends the stream
+            if batcher in done:
+                # It never ends by itself; had it failed unwatched, every reply to this site
+                # would have stopped while the stream looked healthy.
+                failure = batcher.exception()
+                log.error(
+                    "site %s: replies could not be framed (%s); ending the stream",
+                    identity.site, type(failure).__name__ if failure else "the batcher ended",
+                )  # fmt: skip
+                await context.abort(grpc.StatusCode.INTERNAL, "the gateway could not send replies")
+            if reader in done and (failure := reader.exception()) is not None:
                 if isinstance(failure, grpc.aio.AbortError):
                     raise failure
                 # Bytes that do not parse as a frame: this stream is over, the others are not.
@@ -341,7 +349,7 @@ class LinkGateway(pb_grpc.LinkServicer):
             flushed = asyncio.ensure_future(session.frames.join())
             try:
                 await asyncio.wait(
-                    [flushed, tasks[1]],
+                    [flushed, writer],
                     timeout=self.settings.hello_timeout,
                     return_when=asyncio.FIRST_COMPLETED,
                 )

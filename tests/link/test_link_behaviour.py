@@ -412,3 +412,38 @@ async def test_a_closed_stream_leaves_the_gateways_sessions_at_once(pki: Pki) ->
     async with asyncio.timeout(60):  # half the Hello timeout the old code waited out
         while gateway.sessions:
             await asyncio.sleep(0.05)
+
+
+async def test_a_failed_reply_batcher_ends_the_stream_instead_of_silencing_replies(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway watches every task of a stream: when framing replies fails, the stream ends
+    (the edge reconnects; the replies are failed back to be sent again) rather than staying up
+    with its replies going nowhere."""
+    import bridge.link.gateway as gateway_module
+    from bridge.link.outbox import batch_frames as real
+
+    broken = {"yes": True}
+
+    async def batch_frames(outbox: Any, frames: Any, make_frame: Any) -> None:
+        if broken["yes"]:
+            await outbox.next_batch()  # fails on the first reply
+            broken["yes"] = False
+            raise ValueError("cannot frame this reply")
+        await real(outbox, frames, make_frame)
+
+    monkeypatch.setattr(gateway_module, "batch_frames", batch_frames)
+    outcomes = Results()
+    gateway = await start_gateway(pki, Recorder(), on_reply_result=outcomes)
+    link = await up(edge_link(pki, gateway.port, Results(), inbound=Inbound()))
+    await gateway.send("plant-a", Envelope("r-1", "docs.parse", b"{}", reply_token="t"))
+    await outcomes.wait_for(1)
+    assert outcomes.rejected["r-1"].code  # failed back, to be sent again
+    assert "replies could not be framed (ValueError)" in caplog.text
+    # The edge reconnects, and replies flow on the new stream.
+    async with asyncio.timeout(30):
+        while link.connects < 2 or not gateway.connected("plant-a"):
+            await asyncio.sleep(0.05)
+    await gateway.send("plant-a", Envelope("r-2", "docs.parse", b"{}", reply_token="t"))
+    await outcomes.wait_for(2)
+    assert "r-2" in outcomes.acked
