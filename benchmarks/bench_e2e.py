@@ -167,13 +167,18 @@ async def wait_for_text(log: Path, text: str, timeout: float = 60) -> None:
         await asyncio.sleep(0.05)
 
 
-async def run(messages: int, sync: str | None, backlog: int) -> None:
-    work = Path(tempfile.mkdtemp(prefix="rbridge-bench-"))
-    pki = work / "pki"
-    write_dev_pki(pki, ["plant-a"])
+def dev_material(prefix: str) -> tuple[Path, Path, FileKeyStore]:
+    """A fresh work directory with a development PKI for site plant-a and the edge's keys."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    write_dev_pki(work / "pki", ["plant-a"])
     keys = FileKeyStore(work / "keys")
     for name in ("pseudonyms", "correlation", "reply-tokens"):
         keys.create(name)
+    return work, work / "pki", keys
+
+
+async def run(messages: int, sync: str | None, backlog: int) -> None:
+    work, pki, keys = dev_material("rbridge-bench-")
     results: dict[str, Any] = {}
 
     # (b) bare relay

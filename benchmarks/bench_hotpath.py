@@ -24,8 +24,9 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import tempfile
+import subprocess
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,11 @@ from benchmarks.bench_e2e import (
     CLAIM,
     ROOT,
     cpu_seconds,
+    dev_material,
     start_bridge,
     start_process,
     stop_all,
 )
-from bridge.keys import FileKeyStore
-from bridge.link.pki import write_dev_pki
 from bridge.natsserver import NatsServer
 
 TARGET_RATIO = 4.0
@@ -212,24 +212,78 @@ class Asker:
         await self.nc.close()
 
 
+@dataclass
+class Linked:
+    """A running bridge (both NATS servers, the gateway, one edge bridge) with an asking agent
+    and an answering cloud agent, one request already answered."""
+
+    work: Path
+    edge_nats: NatsServer
+    cloud_nats: NatsServer
+    gateway: subprocess.Popen[bytes]
+    edge: subprocess.Popen[bytes]
+    cloud: CloudAnswerer
+    agent: Asker
+    others: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def pids(self) -> dict[str, int]:
+        return {
+            "edge bridge": self.edge.pid,
+            "gateway": self.gateway.pid,
+            "edge NATS": self.edge_nats.process.pid,  # type: ignore[union-attr]
+            "cloud NATS": self.cloud_nats.process.pid,  # type: ignore[union-attr]
+        }
+
+    def restart(self, victim: str) -> float:
+        """SIGKILL the edge bridge or the gateway and start it again at once; when it restarted."""
+        if victim == "edge":
+            self.edge.kill()
+            self.edge.wait()
+            restarted = time.perf_counter()
+            self.edge = start_process(
+                ["-m", "bridge.cli.main", "edge", "--config", str(self.work / "edge-e0.yaml")],
+                self.work / "edge-0.log",
+            )
+            return restarted
+        self.gateway.kill()
+        self.gateway.wait()
+        restarted = time.perf_counter()
+        self.gateway = start_process(
+            ["-m", "bridge.cli.main", "cloud", "--config", str(self.work / "cloud.yaml")],
+            self.work / "cloud.log",
+        )
+        return restarted
+
+
+@contextlib.asynccontextmanager
+async def linked(work: Path, pki: Path, keys: Path, sync: str | None) -> AsyncIterator[Linked]:
+    edge_nats, cloud_nats, gateway, processes = await start_bridge(work, pki, keys, 1, sync)
+    bridge = Linked(
+        work, edge_nats, cloud_nats, gateway, processes[0],
+        CloudAnswerer(cloud_nats.url), Asker(edge_nats.url),
+    )  # fmt: skip
+    try:
+        await bridge.cloud.start()
+        await bridge.agent.start()
+        await bridge.agent.ask("warm-up")
+        await bridge.agent.all_answered(60)
+        yield bridge
+    finally:
+        await bridge.agent.stop()
+        await bridge.cloud.stop()
+        stop_all(*bridge.others, bridge.edge, bridge.gateway)
+        edge_nats.kill()
+        cloud_nats.kill()
+
+
 async def round_trip(
     work: Path, pki: Path, keys: Path, sync: str | None, rate: float, count: int
 ) -> RoundTrip:
-    edge_nats, cloud_nats, gateway, processes = await start_bridge(work, pki, keys, 1, sync)
-    cloud, agent = CloudAnswerer(cloud_nats.url), Asker(edge_nats.url)
-    try:
-        await cloud.start()
-        await agent.start()
-        await agent.ask("warm-up")
-        await agent.all_answered(60)
+    async with linked(work, pki, keys, sync) as bridge:
+        agent, cloud = bridge.agent, bridge.cloud
         agent.sent.clear()
         agent.answers.clear()
-        watched = {
-            "edge bridge": processes[0].pid,
-            "gateway": gateway.pid,
-            "edge NATS": edge_nats.process.pid,  # type: ignore[union-attr]
-            "cloud NATS": cloud_nats.process.pid,  # type: ignore[union-attr]
-        }
+        watched = bridge.pids()
         before = {name: cpu_seconds(pid) for name, pid in watched.items()}
         await paced(count, rate, lambda number: agent.ask(f"r-{number}"))
         await agent.all_answered(120)
@@ -245,12 +299,6 @@ async def round_trip(
                 result.in_cloud.append(cloud.received[msg_id] - cloud.stored[msg_id])
                 result.back.append(answered_wall - cloud.answered[msg_id])
         return result
-    finally:
-        await agent.stop()
-        await cloud.stop()
-        stop_all(*processes, gateway)
-        edge_nats.kill()
-        cloud_nats.kill()
 
 
 # --- idle ------------------------------------------------------------------------------------
@@ -259,25 +307,16 @@ async def round_trip(
 async def idle(
     work: Path, pki: Path, keys: Path, sync: str | None, seconds: float
 ) -> dict[str, float]:
-    """Percent of a core each process uses with nothing to do, after one message went through."""
-    edge_nats, cloud_nats, gateway, processes = await start_bridge(work, pki, keys, 1, sync)
-    agents = start_process(
-        ["-m", "cloud_agent.examples.claims", "--nats", cloud_nats.url], work / "agents.log"
-    )
-    cloud, agent = CloudAnswerer(cloud_nats.url), Asker(edge_nats.url)
-    try:
-        await cloud.start()
-        await agent.start()
-        await agent.ask("warm-up")
-        await agent.all_answered(60)
+    """Percent of a core each process uses with nothing to do, after one message went through;
+    the example cloud agents (the SDK's consumers) run too."""
+    async with linked(work, pki, keys, sync) as bridge:
+        agents = start_process(
+            ["-m", "cloud_agent.examples.claims", "--nats", bridge.cloud_nats.url],
+            work / "agents.log",
+        )
+        bridge.others.append(agents)
         await asyncio.sleep(2.0)  # settle
-        watched: dict[str, int] = {
-            "edge bridge": processes[0].pid,
-            "gateway": gateway.pid,
-            "cloud agents (SDK)": agents.pid,
-            "edge NATS server": edge_nats.process.pid,  # type: ignore[union-attr]
-            "cloud NATS server": cloud_nats.process.pid,  # type: ignore[union-attr]
-        }
+        watched = {**bridge.pids(), "cloud agents (SDK)": agents.pid}
         before = {name: cpu_seconds(pid) for name, pid in watched.items()}
         started = time.monotonic()
         await asyncio.sleep(seconds)
@@ -285,12 +324,6 @@ async def idle(
         return {
             name: (cpu_seconds(pid) - before[name]) / elapsed * 100 for name, pid in watched.items()
         }
-    finally:
-        await agent.stop()
-        await cloud.stop()
-        stop_all(agents, *processes, gateway)
-        edge_nats.kill()
-        cloud_nats.kill()
 
 
 # --- recovery --------------------------------------------------------------------------------
@@ -302,46 +335,19 @@ async def recovery(
     """SIGKILL ``victim`` ("edge" or "gateway") one second into a steady flow, restart it at
     once; seconds from the restart until every request sent was answered, requests, and how
     many more messages RB_IN stored than requests."""
-    edge_nats, cloud_nats, gateway, processes = await start_bridge(work, pki, keys, 1, sync)
-    cloud, agent = CloudAnswerer(cloud_nats.url), Asker(edge_nats.url)
-    restarted = 0.0
-    try:
-        await cloud.start()
-        await agent.start()
-        await agent.ask("warm-up")
-        await agent.all_answered(60)
+    async with linked(work, pki, keys, sync) as bridge:
+        agent = bridge.agent
         flow = asyncio.create_task(
             paced(int(rate * 4), rate, lambda number: agent.ask(f"k-{number}"))
         )
         await asyncio.sleep(1.0)
-        if victim == "edge":
-            processes[0].kill()
-            processes[0].wait()
-            restarted = time.perf_counter()
-            processes[0] = start_process(
-                ["-m", "bridge.cli.main", "edge", "--config", str(work / "edge-e0.yaml")],
-                work / "edge-0.log",
-            )
-        else:
-            gateway.kill()
-            gateway.wait()
-            restarted = time.perf_counter()
-            gateway = start_process(
-                ["-m", "bridge.cli.main", "cloud", "--config", str(work / "cloud.yaml")],
-                work / "cloud.log",
-            )
+        restarted = bridge.restart(victim)
         await flow
         last = await agent.all_answered(300)
-        connection = await nats.connect(cloud_nats.url)
+        connection = await nats.connect(bridge.cloud_nats.url)
         stored = (await connection.jetstream().stream_info("RB_IN")).state.messages
         await connection.close()
         return last - restarted, len(agent.sent) - 1, stored - len(agent.sent)
-    finally:
-        await agent.stop()
-        await cloud.stop()
-        stop_all(*processes, gateway)
-        edge_nats.kill()
-        cloud_nats.kill()
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -351,12 +357,7 @@ SECTIONS = ("latency", "idle", "recovery")
 
 
 async def run(sync: str | None, idle_seconds: float, sections: set[str]) -> None:
-    work = Path(tempfile.mkdtemp(prefix="rbridge-hotpath-"))
-    pki = work / "pki"
-    write_dev_pki(pki, ["plant-a"])
-    keys = FileKeyStore(work / "keys")
-    for name in ("pseudonyms", "correlation", "reply-tokens"):
-        keys.create(name)
+    work, pki, keys = dev_material("rbridge-hotpath-")
     mode = f"sync_interval: {sync}" if sync else "default sync_interval"
     print(f"hot path, 1 KiB claims, JetStream {mode}, code in {ROOT}")
     if "latency" in sections:

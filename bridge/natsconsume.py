@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -83,7 +84,7 @@ class PullConsumer:
     async def start(self) -> None:
         self._inbox = self.nc.new_inbox()
         self._subscription = await self.nc.subscribe(self._inbox, cb=self._on_message)
-        self._last_heard = asyncio.get_running_loop().time()
+        self._last_heard = time.monotonic()
         await self._ask()
         self._watch = asyncio.create_task(self._watch_heartbeats(), name="consume-heartbeats")
 
@@ -123,7 +124,7 @@ class PullConsumer:
             await self._arrived.wait()
         count = len(self._buffer) if limit is None else min(limit, len(self._buffer))
         taken = [self._buffer.popleft() for _ in range(count)]
-        if taken and not self._paused and not self._closed:
+        if taken:
             await self._ask()
         return taken
 
@@ -158,11 +159,10 @@ class PullConsumer:
             return
         self._asked += wanted
         self.requests += 1
-        self._last_request = asyncio.get_running_loop().time()
+        self._last_request = time.monotonic()
 
     async def _on_message(self, message: Msg) -> None:
-        loop = asyncio.get_running_loop()
-        self._last_heard = loop.time()
+        self._last_heard = time.monotonic()
         headers = message.headers
         status = headers.get(_STATUS) if headers else None
         if status is None:
@@ -187,10 +187,9 @@ class PullConsumer:
         await self._ask()
 
     async def _watch_heartbeats(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._closed:
             await asyncio.sleep(self.heartbeat)
-            now = loop.time()
+            now = time.monotonic()
             silent = now - self._last_heard > 2 * self.heartbeat
             expired = now - self._last_request > self.expires + self.heartbeat
             if self._asked and (silent or expired) and not self._paused:
@@ -199,9 +198,7 @@ class PullConsumer:
                 self._asked = 0
                 self.resets += 1
                 self._last_heard = now
-                await self._ask()
-            elif not self._asked and not self._paused:
-                await self._ask()
+            await self._ask()  # also when nothing is asked for (a failed publish, say)
 
 
 async def keep_in_progress(nc: Client, held: Callable[[], Iterable[Msg]], *, every: float) -> None:

@@ -24,7 +24,13 @@ import grpc
 
 from bridge.link.envelope import HANDLER_FAILED, Envelope, Reject
 from bridge.link.inbound import InboundBatches
-from bridge.link.outbox import Outbox, ResultCallback, batch_frames, write_frames
+from bridge.link.outbox import (
+    Outbox,
+    ResultCallback,
+    batch_frames,
+    settle_answers,
+    write_frames,
+)
 from bridge.link.settings import LinkSettings
 from bridge.link.tls import ClientTLS, TLSConfigError
 from bridge.link.v1 import link_pb2 as pb
@@ -276,13 +282,9 @@ class EdgeLink:
                 if frame is grpc.aio.EOF:
                     break
                 kind = frame.WhichOneof("frame")
-                if kind == "acks":
-                    self.outbox.resolve(acked=frame.acks.ids)
-                elif kind == "rejects":
-                    self.outbox.resolve(
-                        rejected=[(r.id, Reject(r.code, r.reason)) for r in frame.rejects.rejects]
-                    )
-                elif kind == "batch":
+                if settle_answers(self.outbox, kind, frame):
+                    continue
+                if kind == "batch":
                     inbound.put(frame.batch.envelopes)
                 elif kind == "goodbye":
                     self._gateway_goodbye = (

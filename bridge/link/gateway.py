@@ -32,7 +32,14 @@ from bridge.link.envelope import (
 )
 from bridge.link.identity import IdentityError, SiteIdentity, identity_from_certificate
 from bridge.link.inbound import InboundBatches
-from bridge.link.outbox import Outbox, OutboxClosed, ResultCallback, batch_frames, write_frames
+from bridge.link.outbox import (
+    Outbox,
+    OutboxClosed,
+    ResultCallback,
+    batch_frames,
+    settle_answers,
+    write_frames,
+)
 from bridge.link.revocation import Revocations
 from bridge.link.settings import LinkSettings
 from bridge.link.tls import ServerTLS
@@ -394,14 +401,10 @@ class LinkGateway(pb_grpc.LinkServicer):
                 if frame is grpc.aio.EOF:
                     break
                 kind = frame.WhichOneof("frame")
+                if settle_answers(session.outbox, kind, frame):
+                    continue
                 if kind == "batch":
                     inbound.put(frame.batch.envelopes)
-                elif kind == "acks":
-                    session.outbox.resolve(acked=frame.acks.ids)
-                elif kind == "rejects":
-                    session.outbox.resolve(
-                        rejected=[(r.id, Reject(r.code, r.reason)) for r in frame.rejects.rejects]
-                    )
                 elif kind == "goodbye":
                     log.info(
                         "site %s says goodbye: %s",

@@ -153,6 +153,18 @@ class Outbox:
         return len(lost)
 
 
+def settle_answers(outbox: Outbox, kind: str | None, frame: Any) -> bool:
+    """Settle an ``acks`` or ``rejects`` frame from the other end (both ends answer the same
+    way); False for a frame of any other kind."""
+    if kind == "acks":
+        outbox.resolve(acked=frame.acks.ids)
+    elif kind == "rejects":
+        outbox.resolve(rejected=[(r.id, Reject(r.code, r.reason)) for r in frame.rejects.rejects])
+    else:
+        return False
+    return True
+
+
 async def write_frames(write: Callable[[Any], Awaitable[None]], frames: asyncio.Queue[Any]) -> None:
     """The one writer of a stream: frames go out in order; ``frames.join()`` waits for them."""
     while True:
