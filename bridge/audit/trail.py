@@ -9,11 +9,16 @@ only after it returned never forwards anything unaudited; if the write fails, it
 
 The active file is ``<dir>/audit.jsonl``; past ``max_bytes`` it is renamed to
 ``audit-<first seq>.jsonl`` and a new one starts, the chain continuing across files.
+
+A trail has one writer: the process holds an exclusive lock on ``<dir>/.writer.lock`` for its
+life, and a second process opening the same directory is refused (two writers would interleave
+their records and break the chain). Several bridges on one host each need their own directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -27,6 +32,7 @@ import orjson
 from bridge.errors import RbridgeError
 
 ACTIVE = "audit.jsonl"
+LOCK = ".writer.lock"
 GENESIS = "0" * 64
 _ROTATED = re.compile(r"^audit-(\d{20})\.jsonl$")
 
@@ -35,6 +41,12 @@ class AuditWriteError(RbridgeError):
     """The audit trail could not be written; nothing may be forwarded until it can."""
 
     retriable = True
+
+
+class AuditInUseError(AuditWriteError):
+    """Another process writes the same trail: a configuration error, not a passing one."""
+
+    retriable = False
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -60,12 +72,32 @@ class AuditTrail:
         self.last_error = ""
         self.write_errors = 0
         self._handle: Any = None
+        self._lock: Any = None
         self._size = 0
+        self._take_lock()
         self._open()
 
     @property
     def path(self) -> Path:
         return self.directory / ACTIVE
+
+    def _take_lock(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+            handle = open(self.directory / LOCK, "a+b")  # noqa: SIM115 - held for the process's life
+        except OSError as error:
+            raise AuditWriteError(
+                f"cannot open the audit trail {self.directory}: {error.strerror}"
+            ) from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise AuditInUseError(
+                f"the audit trail {self.directory} is in use by another process; every bridge "
+                "process needs its own audit.dir (RBRIDGE_AUDIT__DIR)"
+            ) from None
+        self._lock = handle
 
     def _open(self) -> None:
         try:
@@ -180,3 +212,6 @@ class AuditTrail:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+        if self._lock is not None:
+            self._lock.close()  # releases the lock
+            self._lock = None

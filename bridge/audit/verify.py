@@ -38,6 +38,22 @@ def trail_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def has_trail(directory: Path) -> bool:
+    return directory.is_dir() and any(
+        p.name == ACTIVE or (p.name.startswith("audit-") and p.suffix == ".jsonl")
+        for p in directory.iterdir()
+    )
+
+
+def trails_under(directory: str | Path) -> list[Path]:
+    """The trails in ``directory``: its own, then each subdirectory's (one per bridge process
+    when several run on one host, e.g. ``audit/9465``), each its own chain."""
+    root = Path(directory)
+    found = [root] if has_trail(root) else []
+    found.extend(sorted(p for p in root.iterdir() if not p.is_symlink() and has_trail(p)))
+    return found
+
+
 def verify_paths(paths: Iterable[str | Path]) -> VerifyReport:
     """Verify the chain across ``paths`` (files or trail directories), in the order given."""
     report = VerifyReport()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
-from bridge.audit import AuditTrail, AuditWriteError, verify_paths
+from bridge.audit import AuditInUseError, AuditTrail, AuditWriteError, verify_paths
 from bridge.audit.trail import ACTIVE, GENESIS
 
 
@@ -203,3 +205,24 @@ def test_disk_full_stops_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_an_empty_directory_is_a_problem(tmp_path: Path) -> None:
     assert verify_paths([tmp_path]).problems == ["no audit files found"]
+
+
+def test_a_second_writer_of_one_trail_is_refused(tmp_path: Path) -> None:
+    """Two processes on one directory would interleave records: the second is refused, by name,
+    and the first goes on; once the first is closed, the trail can be opened again."""
+    first = written(tmp_path, 3)
+    second = subprocess.run(
+        [sys.executable, "-c", "import sys; from bridge.audit import AuditTrail; AuditTrail(sys.argv[1])", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert second.returncode != 0
+    assert f"the audit trail {tmp_path} is in use by another process" in second.stderr
+    with pytest.raises(AuditInUseError, match=r"needs its own audit\.dir"):
+        AuditTrail(tmp_path)  # a second trail object in the same process too
+    first.append([entry(4)])
+    first.close()
+    again = opened(tmp_path)
+    again.append([entry(5)])
+    again.close()
+    report = verify_paths([tmp_path])
+    assert (report.ok, report.records) == (True, 5)

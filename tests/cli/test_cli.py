@@ -434,6 +434,30 @@ def test_audit_verify_reports_ok_and_tampering(tmp_path: Path) -> None:
     assert run("audit", "verify", tmp_path / "nope").returncode == 2
 
 
+def test_audit_verify_checks_each_process_trail_under_a_directory(tmp_path: Path) -> None:
+    """Several bridges on one host keep one trail each under audit/<instance>: one command
+    verifies every trail as its own chain and names the one that is damaged."""
+    from bridge.audit import AuditTrail
+
+    for where, count in ((tmp_path, 2), (tmp_path / "9465", 3), (tmp_path / "9466", 4)):
+        trail = AuditTrail(where)
+        trail.append([{"msg_id": f"m-{n}", "decision": "deny", "rule": "r"} for n in range(count)])
+        trail.close()
+    (tmp_path / "notes").mkdir()  # a directory without a trail is not one
+    good = run("audit", "verify", tmp_path)
+    assert good.returncode == 0, good.stdout
+    lines = good.stdout.strip().splitlines()
+    assert lines[0] == f"{tmp_path}: ok: 2 records in 1 file(s), 0 problem(s)"
+    assert lines[1] == f"{tmp_path / '9465'}: ok: 3 records in 1 file(s), 0 problem(s)"
+    assert lines[-1] == "ok: 9 records in 3 file(s), 0 problem(s) in 3 trails"
+    damaged = tmp_path / "9466" / "audit.jsonl"
+    damaged.write_bytes(damaged.read_bytes().replace(b'"m-1"', b'"m-7"'))
+    bad = run("audit", "verify", tmp_path)
+    assert bad.returncode == 1
+    assert f"{damaged}:2: record 2 was altered" in bad.stdout
+    assert bad.stdout.strip().splitlines()[-1].startswith("FAILED: 9 records")
+
+
 def test_explain_never_sends_control_characters_from_a_payload_to_the_terminal() -> None:
     """Escape sequences, C1 controls and bidi overrides in keys and values are shown escaped."""
     payload = {

@@ -137,14 +137,11 @@ async def test_the_install_guide_followed_step_by_step(machine: Container, tmp_p
         # --- 1. install: the NATS unit runs at once; the bridge waits for its configuration.
         await guide.step("install")
         assert status_of(machine, "rbridge-edge") != "active"
-        assert (
-            machine.sh("systemd-analyze verify rbridge-edge.service rbridge-nats.service 2>&1")
-            == ""
-        )
-        exposure = machine.sh(
-            "systemd-analyze security --offline=yes rbridge-edge.service | tail -1"
-        )
-        assert float(found(r"exposure level for rbridge-edge.service: ([0-9.]+)", exposure)) <= 2
+        units = "rbridge-edge.service rbridge-edge@9465.service rbridge-nats.service"
+        assert machine.sh(f"systemd-analyze verify {units} 2>&1") == ""
+        for unit in ("rbridge-edge.service", "rbridge-edge@9465.service"):
+            exposure = machine.sh(f"systemd-analyze security --offline=yes {unit} | tail -1")
+            assert float(found(rf"exposure level for {unit}: ([0-9.]+)", exposure)) <= 2
         assert machine.sh("stat -c '%U %a' /etc/rbridge/nkeys/agents.nk").split() == [
             "root",
             "600",
@@ -252,11 +249,44 @@ async def test_the_install_guide_followed_step_by_step(machine: Container, tmp_p
         assert machine.sh("sha256sum /var/lib/rbridge/keys/*") == keys_before
         assert "site: plant-a" in machine.sh("cat /etc/rbridge/edge.yaml")
 
+        # --- more than one core: two workers beside the bridge, on the same consumer, each
+        # with its own audit trail; with the first bridge stopped, they carry the flow alone.
+        workers = (await guide.step("workers")).stdout
+        assert workers.splitlines()[0].strip() == "2", workers
+        assert "ok: docs.parse answered by the cloud" in workers, workers
+        worker_trails = "cat /var/lib/rbridge/audit/946[56]/audit.jsonl 2>/dev/null | wc -l"
+        machine.sh("systemctl stop rbridge-edge")
+        before = int(machine.sh(worker_trails))
+        main_trail = machine.sh("wc -l < /var/lib/rbridge/audit/audit.jsonl")
+        for _ in range(4):
+            assert "ok: docs.parse answered" in await probe(machine)
+        assert int(machine.sh(worker_trails)) >= before + 4
+        assert machine.sh("wc -l < /var/lib/rbridge/audit/audit.jsonl") == main_trail
+        assert machine.sh("stat -c '%U %a' /var/lib/rbridge/audit/9465").split() == [
+            "rbridge",
+            "700",
+        ]
+        # A worker pointed at a trail in use is refused at start, by name, and the others go on.
+        clash = machine.sh(
+            "runuser -u rbridge -- env RBRIDGE_HTTP=127.0.0.1:0 "
+            "RBRIDGE_AUDIT__DIR=/var/lib/rbridge/audit/9465 RBRIDGE_STATE_DIR=/var/lib/rbridge "
+            "rbridge edge --config /etc/rbridge/edge.yaml 2>&1; echo exit=$?",
+            check=False,
+        )
+        assert "is in use by another process" in clash, clash
+        assert "exit=1" in clash, clash
+        assert "Traceback" not in clash, clash
+        assert status_of(machine, "rbridge-edge@9465") == "active"
+        machine.sh("systemctl start rbridge-edge")
+
         # --- archive and verify the audit trail, remove (state kept), purge (all gone).
         verified = (await guide.step("archive-audit")).stdout
-        assert verified.startswith("ok"), verified
+        assert verified.strip().splitlines()[-1].startswith("ok: "), verified
+        assert verified.strip().endswith("in 3 trails"), verified
         await guide.step("remove")
-        assert status_of(machine, "rbridge-edge") != "active"
+        for unit in ("rbridge-edge", "rbridge-edge@9465", "rbridge-edge@9466"):
+            assert status_of(machine, unit) != "active"
+        assert machine.sh("ls /etc/systemd/system/*.wants | grep -c rbridge-edge || true") == "0\n"
         assert machine.sh("test -e /opt/rbridge && echo present || echo gone").strip() == "gone"
         assert machine.sh("ls /var/lib/rbridge/keys | wc -l").strip() == "3"
         assert machine.sh("test -f /etc/rbridge/edge.yaml && echo kept").strip() == "kept"

@@ -108,6 +108,28 @@ async def test_sighup_reloads_and_sigterm_stops_cleanly(world: World) -> None:
     assert await stored_count(world) == 1000
 
 
+async def test_a_second_edge_on_an_audit_trail_in_use_is_refused(world: World) -> None:
+    """Two processes writing one trail would break its chain: the second `rbridge edge` exits 1
+    naming the directory, without a traceback, and the running bridge goes on."""
+    gateway = await world.start_gateway()
+    running = await world.start_edge()
+    await running.links["cloud-eu"].wait_up(10)
+    settings = world.edge_settings(
+        destinations={
+            "cloud-eu": {"address": f"localhost:{gateway.port}"},
+            "cloud-us": {"address": f"localhost:{gateway.port}"},
+        },
+        http="127.0.0.1:0",
+    )
+    config = world.write_config("edge-2", settings)
+    second = await asyncio.to_thread(run_cli, "edge", "--config", str(config))
+    assert second.returncode == 1, second.stderr
+    assert f"the audit trail {world.root / 'audit'} is in use by another process" in second.stderr
+    assert "Traceback" not in second.stderr
+    await publish(world, 0, 50)
+    await assert_each_once(world, 50)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bridge.cli.main", *args],
