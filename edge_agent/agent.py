@@ -41,7 +41,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import NoStreamResponseError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from bridge.contract import (
     CLASSIFICATIONS,
@@ -403,6 +403,14 @@ class Agent:
             raise Unavailable(subject, "no RB_OUT stream (is the edge bridge set up?)") from None
         except (NatsTimeout, TimeoutError, NoRespondersError):
             raise Unavailable(subject, "the local NATS did not store the message") from None
+        except APIError as error:
+            reason = f"the local NATS refused the message ({error.description})"
+            if "maximum" in (error.description or ""):  # RB_OUT at its bound refuses new ones
+                reason += (
+                    ": the bridge's outbound store is full until the cloud catches up; nothing "
+                    "stored was dropped, send again later"
+                )
+            raise Unavailable(subject, reason) from None
         return msg_id
 
     async def ask_cloud(

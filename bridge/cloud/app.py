@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from bridge.cloud.config import CloudSettings
+from bridge.cloud.holds import Holds
 from bridge.cloud.metrics import CloudMetrics
 from bridge.cloud.replies import ReplyForwarder
 from bridge.cloud.store import CloudGuard, CloudStore
@@ -16,7 +17,8 @@ from bridge.runtime import systemd
 from bridge.runtime.http import StatusServer
 from bridge.runtime.natsconn import connect
 from bridge.runtime.publisher import StreamPublisher
-from bridge.runtime.streams import ensure_stream
+from bridge.runtime.streams import StreamSpec, ensure_stream, warn_of_other_consumers
+from bridge.runtime.streamwatch import StreamWatch
 
 log = logging.getLogger("rbridge.cloud")
 
@@ -33,8 +35,17 @@ class CloudGateway:
         self.http_port = 0
         self._stopped = asyncio.Event()
         self._warned: set[str] = set()  # edge instances warned about a too-old policy revision
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        """Start everything, or (on an error) close what was opened and raise it."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._abandon()
+            raise
+
+    async def _start(self) -> None:
         settings = self.settings
         self.nc = await connect(
             settings.nats.url,
@@ -43,21 +54,44 @@ class CloudGateway:
             name="rbridge-cloud",
         )
         js = self.nc.jetstream()
+        self.replies = ReplyForwarder(self.nc)
+        # Interest retention: a request is removed once every agent consumer of its capability
+        # acked it (held meanwhile for a capability nobody consumes yet), a reply once forwarded
+        # to its site (each configured site has its durable from the start).
+        self.holds = Holds(js)
+        await self.holds.hold_waiting()
         await ensure_stream(
             js,
-            STREAM_IN,
-            [f"{INBOUND_PREFIX}>"],
-            duplicate_window=settings.duplicate_window_seconds,
+            StreamSpec(
+                STREAM_IN,
+                [f"{INBOUND_PREFIX}>"],
+                interest=True,
+                bounds=settings.streams.inbound.bounds(),
+                duplicate_window=settings.duplicate_window_seconds,
+            ),
         )
+        reply_consumers = [self.replies.consumer_config(site) for site in settings.sites]
         await ensure_stream(
             js,
-            STREAM_REPLY,
-            [f"{REPLY_PREFIX}>"],
-            duplicate_window=settings.duplicate_window_seconds,
+            StreamSpec(
+                STREAM_REPLY,
+                [f"{REPLY_PREFIX}>"],
+                interest=True,
+                bounds=settings.streams.replies.bounds(),
+                duplicate_window=settings.duplicate_window_seconds,
+            ),
+            reply_consumers,
         )
+        await warn_of_other_consumers(
+            js, STREAM_REPLY, {config.durable_name or "" for config in reply_consumers}
+        )
+        self.watch = StreamWatch(js, [STREAM_IN, STREAM_REPLY], self.metrics.registry)
+        self._tasks = [
+            asyncio.create_task(self.holds.run(), name="holds"),
+            asyncio.create_task(self.watch.run(), name="stream-watch"),
+        ]
         self.publisher = StreamPublisher(self.nc)
         await self.publisher.start()
-        self.replies = ReplyForwarder(self.nc)
         tls = ServerTLS(TLSFiles(settings.tls.cert, settings.tls.key, settings.tls.ca))
         revocations = Revocations(settings.tls.ca.read_bytes(), settings.crl, settings.deny_list)
         store = CloudStore(
@@ -65,6 +99,7 @@ class CloudGateway:
             CloudGuard.of(settings.leak_guard.refuse, settings.leak_guard.permit),
             min_revision=settings.min_policy_revision,
             metrics=self.metrics,
+            interest=self.holds,
         )
         self.gateway = LinkGateway(
             tls=tls,
@@ -80,7 +115,9 @@ class CloudGateway:
         self.replies.start()
         self.port = await self.gateway.start(settings.listen, settings.health_listen)
         host, _, port = settings.http.rpartition(":")
-        self.status = StatusServer(self.metrics.registry, self.not_ready, host=host, port=int(port))
+        self.status = StatusServer(
+            self.metrics.registry, self.not_ready, host=host, port=int(port), notes=self.watch.notes
+        )
         self.http_port = await self.status.start()
         log.info(
             "cloud gateway ready: link on port %d, status on port %d", self.port, self.http_port
@@ -113,12 +150,30 @@ class CloudGateway:
         if self.gateway is not None:
             await self.gateway.stop(grace)
         await self.replies.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.publisher.stop()
         if self.status is not None:
             await self.status.stop()
         with contextlib.suppress(Exception):
             await self.nc.drain()
         self._stopped.set()
+
+    async def _abandon(self) -> None:
+        """What a failed start opened, closed."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.gateway is not None:
+            with contextlib.suppress(Exception):
+                await self.gateway.stop(0)
+        if self.status is not None:
+            with contextlib.suppress(Exception):
+                await self.status.stop()
+        if getattr(self, "nc", None) is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
 
 
 async def run(settings: CloudSettings) -> None:

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from bridge.link.pki import DEFAULT_TRUST_DOMAIN
 from bridge.policy.detectors import BUILTIN_DETECTORS
 from bridge.policy.subjects import subject_error
-from bridge.runtime.config import RuntimeSettings, Section
+from bridge.runtime.config import RuntimeSettings, Section, StreamSection
 
 
 class NatsSection(Section):
@@ -51,6 +51,17 @@ class LeakGuardSection(Section):
         return names
 
 
+class CloudStreams(Section):
+    inbound: StreamSection = Field(
+        StreamSection(),
+        description="RB_IN: redacted requests until every cloud agent consumer of their "
+        "capability has acked them (held for a capability with no consumer yet)",
+    )
+    replies: StreamSection = Field(
+        StreamSection(), description="RB_REPLY: replies until forwarded to their site"
+    )
+
+
 class CloudSettings(RuntimeSettings):
     name: str | None = None
     listen: str = "127.0.0.1:7443"
@@ -68,5 +79,6 @@ class CloudSettings(RuntimeSettings):
     min_policy_revision: int = Field(0, ge=0)
     duplicate_window_seconds: int = Field(86_400, ge=1)
     leak_guard: LeakGuardSection = LeakGuardSection()
+    streams: CloudStreams = CloudStreams()
     grace_seconds: float = Field(10.0, ge=0)
     log_level: str = "info"

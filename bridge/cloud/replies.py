@@ -110,20 +110,23 @@ class ReplyForwarder:
             )
             self.background.spawn(message.term())
 
+    def consumer_config(self, site: str) -> api.ConsumerConfig:
+        """The site's durable on RB_REPLY: it keeps the site's replies until they are forwarded."""
+        return api.ConsumerConfig(
+            durable_name=f"reply-{site}",
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_ack_pending=1024,
+            filter_subject=reply_subject(site),
+        )
+
     async def _pump(self, site: str) -> None:
         """The site's replies as they arrive (no polling), while it has a stream here."""
         assert self.gateway is not None
-        durable = f"reply-{site}"
-        await self.js.add_consumer(
-            STREAM_REPLY,
-            config=api.ConsumerConfig(
-                durable_name=durable,
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=self.ack_wait,
-                max_ack_pending=1024,
-                filter_subject=reply_subject(site),
-            ),
-        )
+        config = self.consumer_config(site)
+        durable = config.durable_name
+        assert durable is not None
+        await self.js.add_consumer(STREAM_REPLY, config=config)
         consumer = PullConsumer(self.nc, STREAM_REPLY, durable, batch=self.batch)
         await consumer.start()
         self._consumers[site] = consumer

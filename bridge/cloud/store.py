@@ -10,9 +10,12 @@ leak guard over the payload: defence in depth, should an edge be misconfigured o
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from nats.errors import Error as NatsError
+from nats.js.errors import Error as JetStreamError
 
 from bridge.contract import (
     HEADER_CLASS,
@@ -38,6 +41,10 @@ class Publisher(Protocol):
     async def publish_many(
         self, items: Sequence[tuple[str, bytes, Mapping[str, str]]]
     ) -> list[str | None]: ...
+
+
+class Interest(Protocol):
+    async def ensure(self, subjects: Iterable[str]) -> None: ...
 
 
 class StoreMetrics(Protocol):
@@ -75,9 +82,16 @@ class CloudStore:
     """The link gateway's outbound handler."""
 
     def __init__(
-        self, publisher: Publisher, guard: CloudGuard, *, min_revision: int, metrics: StoreMetrics
+        self,
+        publisher: Publisher,
+        guard: CloudGuard,
+        *,
+        min_revision: int,
+        metrics: StoreMetrics,
+        interest: Interest | None = None,
     ) -> None:
         self.publisher = publisher
+        self.interest = interest
         self.guard = guard
         self.min_revision = min_revision
         self.metrics = metrics
@@ -113,7 +127,7 @@ class CloudStore:
             items.append((inbound_subject(envelope.capability), envelope.payload, headers))
             positions.append(position)
         if items:
-            results = await self.publisher.publish_many(items)
+            results = await self._store(items)
             stored = 0
             for position, error in zip(positions, results, strict=True):
                 if error is None:
@@ -123,6 +137,16 @@ class CloudStore:
                     self.metrics.refused(site.site, STORE_FAILED)
             self.metrics.stored(site.site, stored)
         return answers
+
+    async def _store(self, items: list[tuple[str, bytes, Mapping[str, str]]]) -> list[str | None]:
+        """Publish, once a consumer takes every subject (RB_IN would drop what none wants)."""
+        if self.interest is not None:
+            try:
+                await self.interest.ensure(subject for subject, _, _ in items)
+            except (NatsError, JetStreamError, TimeoutError) as error:
+                reason = f"cannot make sure a consumer keeps the request: {type(error).__name__}"
+                return [reason] * len(items)
+        return await self.publisher.publish_many(items)
 
     def _check(self, site: SiteIdentity, envelope: Envelope) -> Reject | None:
         if envelope.policy_revision < self.min_revision:

@@ -29,7 +29,8 @@ from bridge.runtime import systemd
 from bridge.runtime.http import StatusServer
 from bridge.runtime.natsconn import connect
 from bridge.runtime.publisher import StreamPublisher
-from bridge.runtime.streams import ensure_stream
+from bridge.runtime.streams import Bounds, StreamSpec, ensure_stream, warn_of_other_consumers
+from bridge.runtime.streamwatch import StreamWatch
 
 log = logging.getLogger("rbridge.edge")
 #: Warn about the site certificate's expiry from this long before it.
@@ -76,6 +77,14 @@ class EdgeApp:
         self.consumer: PullConsumer | None = None
 
     async def start(self) -> None:
+        """Start everything, or (on an error) close what was opened and raise it."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._abandon()
+            raise
+
+    async def _start(self) -> None:
         settings = self.settings
         keys = FileKeyStore(settings.keys_dir)
         self.policy = PolicySource(
@@ -103,13 +112,19 @@ class EdgeApp:
         self.js = self.nc.jetstream()
         self.publisher = StreamPublisher(self.nc)
         await self.publisher.start()
-        await ensure_stream(self.js, STREAM_OUT, [f"{OUTBOUND_PREFIX}>"])
+        # A message is removed from RB_OUT once the cloud has it and the edge acked it; the
+        # durable exists before the stream takes interest retention, so nothing is dropped.
+        await ensure_stream(self.js, self.outbound_stream, [self._consumer_config()])
+        await warn_of_other_consumers(self.js, STREAM_OUT, {settings.consumer.durable})
+        self.streams = StreamWatch(self.js, [STREAM_OUT], self.metrics.registry)
         if settings.quarantine.enabled:
             await ensure_stream(
                 self.js,
-                STREAM_QUARANTINE,
-                [f"{QUARANTINE_PREFIX}>"],
-                max_age=settings.quarantine.max_age_seconds,
+                StreamSpec(
+                    STREAM_QUARANTINE,
+                    [f"{QUARANTINE_PREFIX}>"],
+                    bounds=Bounds(max_age=settings.quarantine.max_age_seconds),
+                ),
             )
         self.bridge = EdgeBridge(
             site=settings.site, nc=self.nc, js=self.js, policy=self.policy, audit=self.audit, links=self.links,
@@ -144,16 +159,6 @@ class EdgeApp:
             self.metrics.registry, self.not_ready, host=host, port=int(port), notes=self.notes
         )
         self.http_port = await self.status.start()
-        await self.js.add_consumer(
-            STREAM_OUT,
-            config=api.ConsumerConfig(
-                durable_name=settings.consumer.durable,
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=settings.consumer.ack_wait_seconds,
-                max_ack_pending=settings.consumer.max_ack_pending,
-                filter_subject=f"{OUTBOUND_PREFIX}>",
-            ),
-        )  # created, or brought to these settings (ack_wait of an older version, say)
         self.consumer = PullConsumer(
             self.nc, STREAM_OUT, settings.consumer.durable, batch=settings.consumer.batch
         )
@@ -166,8 +171,29 @@ class EdgeApp:
                 keep_in_progress(self.nc, self._held, every=settings.consumer.ack_wait_seconds / 3),
                 name="in-progress",
             ),
+            asyncio.create_task(self.streams.run(), name="stream-watch"),
         ]
         log.info("edge bridge %s ready: status on port %d", self.instance, self.http_port)
+
+    @property
+    def outbound_stream(self) -> StreamSpec:
+        return StreamSpec(
+            STREAM_OUT,
+            [f"{OUTBOUND_PREFIX}>"],
+            interest=True,
+            bounds=self.settings.streams.outbound.bounds(),
+        )
+
+    def _consumer_config(self) -> api.ConsumerConfig:
+        """The shared durable on RB_OUT (created, or brought to these settings)."""
+        consumer = self.settings.consumer
+        return api.ConsumerConfig(
+            durable_name=consumer.durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=consumer.ack_wait_seconds,
+            max_ack_pending=consumer.max_ack_pending,
+            filter_subject=f"{OUTBOUND_PREFIX}>",
+        )
 
     def not_ready(self) -> list[str]:
         missing = []
@@ -248,12 +274,14 @@ class EdgeApp:
         )  # fmt: skip
 
     def notes(self) -> list[str]:
+        notes = self.streams.notes()
         if self.policy.refused_configured:
-            return [
+            notes.insert(
+                0,
                 f"the configured policy {self.settings.policy.path} was refused "
-                f"({self.policy.refused_configured}); running the last good one"
-            ]
-        return []
+                f"({self.policy.refused_configured}); running the last good one",
+            )
+        return notes
 
     def describe_policy(self) -> str:
         current = self.policy.current
@@ -300,6 +328,22 @@ class EdgeApp:
         with contextlib.suppress(Exception):
             await self.nc.drain()
         self.audit.close()
+
+    async def _abandon(self) -> None:
+        """What a failed start opened, closed (nothing was taken from RB_OUT yet)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(link.stop(0) for link in self.links.values()))
+        if self.status is not None:
+            with contextlib.suppress(Exception):
+                await self.status.stop()
+        if getattr(self, "nc", None) is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        if getattr(self, "audit", None) is not None:
+            self.audit.close()
 
 
 async def run(settings: EdgeSettings) -> None:

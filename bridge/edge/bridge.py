@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import NotJSMessageError
 from nats.js import JetStreamContext
 
 from bridge.audit import AuditTrail, AuditWriteError
@@ -353,8 +354,10 @@ class EdgeBridge:
             self.metrics.forward_seconds.observe(time.monotonic() - pending.pulled)
             return
         if reject.code in RETRIABLE:
-            # Not stored this time (link lost, cloud store unavailable): RB_OUT redelivers it.
-            self.settlement.nak(pending.message, delay=0.5)
+            # Not stored this time (link lost, the cloud's store full or unavailable): RB_OUT
+            # redelivers it. A cloud that stays full is asked later each time (0.5 s doubling
+            # to 5 s); after a lost link, at once again.
+            self.settlement.nak(pending.message, delay=_retry_delay(reject, pending.message))
             return
         # The cloud refused it for good (capability, its leak guard, revision): record, tell, drop.
         self.metrics.cloud_rejects.labels(reject.code).inc()
@@ -507,3 +510,13 @@ class EdgeBridge:
             "policy": self.policy.engine.name,
             "revision": self.policy.current.revision if self.policy.current else None,
         }
+
+
+def _retry_delay(reject: Reject, message: Msg) -> float:
+    if reject.code == LINK_LOST:
+        return 0.5
+    try:
+        attempt = message.metadata.num_delivered or 1
+    except NotJSMessageError:
+        attempt = 1
+    return float(min(0.5 * 2 ** (attempt - 1), 5.0))

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from bridge.edge.replyroutes import DEFAULT_REPLY_SUBJECTS, ReplySubjects
-from bridge.runtime.config import RuntimeSettings, Section
+from bridge.runtime.config import RuntimeSettings, Section, StreamSection
 
 
 class NatsSection(Section):
@@ -54,6 +54,12 @@ class AuditSection(Section):
 class QuarantineSection(Section):
     enabled: bool = False
     max_age_seconds: int = Field(7 * 86_400, ge=60)
+
+
+class EdgeStreams(Section):
+    outbound: StreamSection = Field(
+        StreamSection(), description="RB_OUT: messages from local agents until the cloud has them"
+    )
 
 
 class DestinationSection(Section):
@@ -116,6 +122,7 @@ class EdgeSettings(RuntimeSettings):
     )
     audit: AuditSection
     quarantine: QuarantineSection = QuarantineSection()
+    streams: EdgeStreams = EdgeStreams()
     destinations: dict[str, DestinationSection] = Field(min_length=1)
     tls: TLSSection
     link: LinkSection = LinkSection()

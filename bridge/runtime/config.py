@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.errors import RbridgeError
+from bridge.runtime.streams import Bounds
 
 T = TypeVar("T", bound="RuntimeSettings")
 
@@ -28,6 +29,28 @@ class ConfigError(RbridgeError):
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StreamSection(Section):
+    """How much one of the bridge's streams may hold; what is delivered is removed anyway."""
+
+    max_bytes: int = Field(
+        1 << 30,
+        ge=-1,
+        description="bytes the stream may hold (-1: no bound); when full, new messages are "
+        "refused and none already stored is dropped",
+    )
+    max_age_seconds: int = Field(
+        0, ge=0, description="remove a message waiting longer than this (0: never)"
+    )
+    discard_old: bool = Field(
+        False,
+        description="when full, drop the oldest waiting messages instead of refusing new ones "
+        "(what is dropped is lost)",
+    )
+
+    def bounds(self) -> Bounds:
+        return Bounds(self.max_bytes, float(self.max_age_seconds), self.discard_old)
 
 
 class RuntimeSettings(BaseSettings):

@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 
 from bridge.contract import STREAM_IN, STREAM_REPLY
 from bridge.natsserver import NatsServer
-from bridge.runtime.streams import ensure_stream
+from bridge.runtime.streams import StreamSpec, ensure_stream
 from cloud_agent import CloudAgent, CloudRequest, Digest, Token, tokens_in
 
 DOCUMENT = {
@@ -30,8 +30,8 @@ DOCUMENT = {
 async def cloud_bus(nats_server: NatsServer) -> AsyncIterator[Client]:
     connection = await nats.connect(nats_server.url)
     js = connection.jetstream()
-    await ensure_stream(js, STREAM_IN, ["rb.in.>"])
-    await ensure_stream(js, STREAM_REPLY, ["rb.reply.>"])
+    await ensure_stream(js, StreamSpec(STREAM_IN, ["rb.in.>"]))
+    await ensure_stream(js, StreamSpec(STREAM_REPLY, ["rb.reply.>"]))
     yield connection
     await connection.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,7 +13,8 @@ from bridge.link import Envelope, Reject
 
 
 class FakeMessage:
-    pass
+    def __init__(self, delivered: int = 1) -> None:
+        self.metadata = SimpleNamespace(num_delivered=delivered)
 
 
 class FakeAudit:
@@ -35,19 +37,31 @@ def bridge() -> EdgeBridge:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("code", ["link-lost", "store-failed", "handler-failed"])
-async def test_retriable_refusals_put_the_message_back(code: str) -> None:
+@pytest.mark.parametrize(
+    ("code", "delivered", "delay"),
+    [
+        ("link-lost", 1, 0.5),
+        ("link-lost", 9, 0.5),  # the link is back: at once, whatever came before
+        ("store-failed", 1, 0.5),
+        ("store-failed", 3, 2.0),  # a cloud store that stays full is asked less often
+        ("store-failed", 40, 5.0),
+        ("handler-failed", 2, 1.0),
+    ],
+)
+async def test_retriable_refusals_put_the_message_back(
+    code: str, delivered: int, delay: float
+) -> None:
     """Not stored *this time*: nak, so RB_OUT redelivers; nothing is terminated or audited."""
     edge = bridge()
-    message: Any = FakeMessage()
+    message: Any = FakeMessage(delivered)
     edge.on_result(
         Pending(message, 0.0, "docs.parse", ""),
         Envelope("id", "docs.parse", b"{}"),
         Reject(code, "x"),
     )
     assert [
-        (kind, delay) for kind, queued, delay in edge.settlement._queue if queued is message
-    ] == [("nak", 0.5)]
+        (kind, after) for kind, queued, after in edge.settlement._queue if queued is message
+    ] == [("nak", delay)]
     assert edge.audit.records == []  # type: ignore[attr-defined]
 
 
