@@ -273,12 +273,16 @@ def bridge_configs(
     cloud = {
         "listen": f"127.0.0.1:{port}", "http": "127.0.0.1:0", "tls": {"cert": str(pki / "gateway.pem"), "key": str(pki / "gateway.key"), "ca": str(pki / "ca.pem")},
         "sites": {"plant-a": {"capabilities": [">"]}}, "nats": {"url": cloud_url}, "log_level": "info",
+        # The throughput runs have no cloud agent (RB_IN holds all) and the backlog run waits a
+        # million claims: no byte bound on the streams, so the runs measure speed, not bounds.
+        "streams": {"inbound": {"max_bytes": -1}, "replies": {"max_bytes": -1}},
     }  # fmt: skip
     edge = {
         "site": "plant-a", "instance": instance, "nats": {"url": edge_url}, "policy": {"path": str(policy)}, "keys_dir": str(keys),
         "audit": {"dir": str(work / f"audit-{instance}")}, "http": "127.0.0.1:0", "log_level": "info",
         "destinations": {"cloud-eu": {"address": f"localhost:{port}"}, "cloud-us": {"address": f"localhost:{port}"}},
         "tls": {"cert": str(pki / "site-plant-a.pem"), "key": str(pki / "site-plant-a.key"), "ca": str(pki / "ca.pem")},
+        "streams": {"outbound": {"max_bytes": -1}},
     }  # fmt: skip
     cloud_path, edge_path = work / "cloud.yaml", work / f"edge-{instance}.yaml"
     cloud_path.write_text(yaml.safe_dump(cloud))
