@@ -30,6 +30,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bridge.errors import RbridgeError
+
 log = logging.getLogger("rbridge.consume")
 
 _STATUS = "Status"
@@ -38,7 +40,22 @@ _HEARTBEAT = "100"
 _NO_MESSAGES = "404"
 _TIMEOUT = "408"
 _CONFLICT = "409"
+_NO_RESPONDERS = "503"
 _IN_PROGRESS = b"+WPI"
+
+
+class ConsumerLost(RbridgeError):
+    """The server no longer has the durable consumer (deleted, or lost with its state)."""
+
+    retriable = True
+
+
+def _description(headers: dict[str, str]) -> str:
+    # nats-py keys the status description by an enum member, not the plain string.
+    for key, value in headers.items():
+        if str(getattr(key, "value", key)) == "Description":
+            return str(value)
+    return ""
 
 
 class PullConsumer:
@@ -74,6 +91,9 @@ class PullConsumer:
         self._watch: asyncio.Task[None] | None = None
         self._last_heard = 0.0
         self._last_request = 0.0
+        self.stream, self.durable = stream, durable
+        #: Why the consumer is gone (deleted, or no such consumer), once the server said so.
+        self.lost = ""
         #: Pull requests sent, heartbeats received, requests written off (for tests and metrics).
         self.requests = 0
         self.heartbeats = 0
@@ -118,10 +138,16 @@ class PullConsumer:
 
     async def take(self, limit: int | None = None) -> list[Msg]:
         """Everything that has arrived (up to ``limit``), waiting only while nothing has; an
-        empty list once stopped."""
-        while not self._buffer and not self._closed:
+        empty list once stopped.
+
+        Raises :class:`ConsumerLost` once the server says the consumer is gone (its caller makes
+        it again and starts a new one).
+        """
+        while not self._buffer and not self._closed and not self.lost:
             self._arrived.clear()
             await self._arrived.wait()
+        if self.lost and not self._buffer:
+            raise ConsumerLost(f"consumer {self.durable} of {self.stream}: {self.lost}")
         count = len(self._buffer) if limit is None else min(limit, len(self._buffer))
         taken = [self._buffer.popleft() for _ in range(count)]
         if taken:
@@ -144,7 +170,7 @@ class PullConsumer:
     async def _ask(self) -> None:
         """Ask for as many as keeps the total at ``batch``, once at most half is outstanding."""
         outstanding = self._asked + len(self._buffer)
-        if self._paused or self._closed or outstanding > self.batch // 2:
+        if self._paused or self._closed or self.lost or outstanding > self.batch // 2:
             return
         wanted = self.batch - outstanding
         request = {
@@ -182,8 +208,14 @@ class PullConsumer:
             self._asked = max(0, self._asked - int(ended))
         elif status in (_NO_MESSAGES, _TIMEOUT, _CONFLICT):
             self._asked = 0
+        description = _description(headers)
+        if status == _NO_RESPONDERS or (status == _CONFLICT and "deleted" in description.lower()):
+            # The consumer is gone (deleted, or never there): asking again cannot help.
+            self.lost = "deleted" if status == _CONFLICT else "no such consumer"
+            self._arrived.set()
+            return
         if status == _CONFLICT:
-            log.info("pull request ended by the server: %s", headers.get("Description", ""))
+            log.info("pull request ended by the server: %s", description)
         await self._ask()
 
     async def _watch_heartbeats(self) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import signal
@@ -72,6 +73,7 @@ from bridge.natsconnect import (
     shown_url,
 )
 from bridge.natsconsume import PullConsumer, keep_in_progress
+from bridge.supervise import Supervisor
 from cloud_agent.payload import with_pseudonyms
 
 log = logging.getLogger("cloud_agent")
@@ -145,8 +147,10 @@ class CloudAgent:
         self.stats = CloudAgentStats()
         self._connect_options = dict(connect or {})
         self._handlers: dict[str, CapabilityHandler] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._consumers: list[PullConsumer] = []
+        # One supervised loop per capability: a consumer lost (deleted, a NATS blip during an
+        # ack) is logged with where it failed and started again after a growing pause.
+        self.loops = Supervisor()
+        self._consumers: dict[str, PullConsumer] = {}
         self._stopping = asyncio.Event()
         self._nc: Client | None = None
         self._done: KeyValue | None = None
@@ -197,17 +201,18 @@ class CloudAgent:
         js = self._nc.jetstream()
         self._done = await _done_bucket(js, self.name, self.remember_seconds)
         for capability in self._handlers:
-            self._tasks.append(asyncio.create_task(self._consume(js, capability)))
+            self.loops.spawn(
+                f"consume-{capability}", functools.partial(self._consume, js, capability)
+            )
         log.info("cloud agent %s serving %s", self.name, ", ".join(self._handlers))
 
     async def stop(self) -> None:
         """Stop fetching, finish the batch in hand, close."""
         self._stopping.set()
-        for consumer in self._consumers:
+        self.loops.closing()
+        for consumer in self._consumers.values():
             consumer.close()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self.loops.finish_all(timeout=30.0)
         self._consumers.clear()
         if self._nc is not None:
             # Everything fetched was settled above; draining pull subscriptions would only wait.
@@ -277,7 +282,7 @@ class CloudAgent:
         else:
             return
         consumer = PullConsumer(self.nc, STREAM_IN, durable, batch=self.batch)
-        self._consumers.append(consumer)
+        self._consumers[capability] = consumer
         await consumer.start()
         handling: dict[asyncio.Task[None], Msg] = {}
         keeper = asyncio.create_task(

@@ -19,6 +19,7 @@ from bridge.runtime.natsconn import connect
 from bridge.runtime.publisher import StreamPublisher
 from bridge.runtime.streams import StreamSpec, ensure_stream, warn_of_other_consumers
 from bridge.runtime.streamwatch import StreamWatch
+from bridge.supervise import Supervisor
 
 log = logging.getLogger("rbridge.cloud")
 
@@ -35,7 +36,7 @@ class CloudGateway:
         self.http_port = 0
         self._stopped = asyncio.Event()
         self._warned: set[str] = set()  # edge instances warned about a too-old policy revision
-        self._tasks: list[asyncio.Task[None]] = []
+        self.loops = Supervisor()
 
     async def start(self) -> None:
         """Start everything, or (on an error) close what was opened and raise it."""
@@ -86,10 +87,8 @@ class CloudGateway:
             js, STREAM_REPLY, {config.durable_name or "" for config in reply_consumers}
         )
         self.watch = StreamWatch(js, [STREAM_IN, STREAM_REPLY], self.metrics.registry)
-        self._tasks = [
-            asyncio.create_task(self.holds.run(), name="holds"),
-            asyncio.create_task(self.watch.run(), name="stream-watch"),
-        ]
+        self.loops.spawn("holds", self.holds.run)
+        self.loops.spawn("stream-watch", self.watch.run)
         self.publisher = StreamPublisher(self.nc)
         await self.publisher.start()
         tls = ServerTLS(TLSFiles(settings.tls.cert, settings.tls.key, settings.tls.ca))
@@ -112,7 +111,7 @@ class CloudGateway:
             name=settings.name,
         )
         self.replies.gateway = self.gateway
-        self.replies.start()
+        self.loops.spawn("replies-in-progress", self.replies.keep_in_progress)
         self.port = await self.gateway.start(settings.listen, settings.health_listen)
         host, _, port = settings.http.rpartition(":")
         self.status = StatusServer(
@@ -143,16 +142,17 @@ class CloudGateway:
             missing.append("NATS not connected")
         if self.gateway is None or self.port == 0:
             missing.append("link not listening")
+        missing.extend(self.loops.not_running())
+        missing.extend(self.replies.not_running())
         return missing
 
     async def stop(self) -> None:
+        self.loops.closing()
         grace = self.settings.grace_seconds
         if self.gateway is not None:
             await self.gateway.stop(grace)
         await self.replies.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.loops.stop()
         await self.publisher.stop()
         if self.status is not None:
             await self.status.stop()
@@ -162,9 +162,7 @@ class CloudGateway:
 
     async def _abandon(self) -> None:
         """What a failed start opened, closed."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.loops.stop()
         if self.gateway is not None:
             with contextlib.suppress(Exception):
                 await self.gateway.stop(0)

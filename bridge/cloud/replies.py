@@ -37,6 +37,7 @@ from bridge.link.outbox import DuplicateInFlight
 from bridge.natsconsume import PullConsumer, keep_in_progress
 from bridge.runtime.background import Background
 from bridge.runtime.headers import header_problem, passthrough
+from bridge.supervise import frames
 
 log = logging.getLogger("rbridge.cloud.replies")
 
@@ -52,18 +53,16 @@ class ReplyForwarder:
         self.gateway: LinkGateway | None = None
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._consumers: dict[str, PullConsumer] = {}
-        self._keeper: asyncio.Task[None] | None = None
+        self._failures: dict[str, int] = {}
+        self.down: dict[str, str] = {}  # site -> why its pump is not running
         self._stopping = False
         self.forwarded = 0
         self.refused = 0
         self.background = Background()
 
-    def start(self) -> None:
-        """Keep the replies held for the sites in progress (call once the gateway is set)."""
-        self._keeper = asyncio.create_task(
-            keep_in_progress(self.nc, self._held, every=self.ack_wait / 3),
-            name="replies-in-progress",
-        )
+    async def keep_in_progress(self) -> None:
+        """Report the replies held for the sites in progress (a supervised loop of the gateway)."""
+        await keep_in_progress(self.nc, self._held, every=self.ack_wait / 3)
 
     def _held(self) -> Iterator[Msg]:
         if self.gateway is not None:
@@ -74,19 +73,40 @@ class ReplyForwarder:
             return
         if not self.gateway.connected(site) and site in self._consumers:
             self._consumers[site].close()  # the pump, waiting for replies, ends
+        if not self.gateway.connected(site):
+            self.down.pop(site, None)  # nothing to forward to while the site is away
         if self.gateway.connected(site) and (site not in self._pumps or self._pumps[site].done()):
+            self.down.pop(site, None)
             task = asyncio.create_task(self._pump(site), name=f"replies-{site}")
             # A pump that was on its way out when the site came back must not leave it unserved.
             task.add_done_callback(functools.partial(self._pump_ended, site))
             self._pumps[site] = task
 
-    def _pump_ended(self, site: str, _task: asyncio.Task[None]) -> None:
-        self.sessions_changed(site)
+    def _pump_ended(self, site: str, task: asyncio.Task[None]) -> None:
+        error = None if task.cancelled() else task.exception()
+        if error is None or self._stopping:
+            self._failures.pop(site, None)
+            self.sessions_changed(site)
+            return
+        # A pump that failed (NATS gone, the consumer deleted) is started again after a pause
+        # that grows while it keeps failing; meanwhile /readyz says so.
+        failures = self._failures[site] = self._failures.get(site, 0) + 1
+        pause = min(0.5 * 2 ** (failures - 1), 30.0)
+        self.down[site] = type(error).__name__
+        log.error(
+            "reply pump for site %s stopped (%s, failure %d in a row) at %s; again in %.1f s",
+            site, type(error).__name__, failures, " < ".join(reversed(frames(error))), pause,
+        )  # fmt: skip
+        asyncio.get_running_loop().call_later(pause, self.sessions_changed, site)
+
+    def not_running(self) -> list[str]:
+        return [
+            f"reply pump for site {site} is not running (failed: {error})"
+            for site, error in sorted(self.down.items())
+        ]
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._keeper is not None:
-            self._keeper.cancel()
         for consumer in self._consumers.values():
             consumer.close()
         for task in self._pumps.values():

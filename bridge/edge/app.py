@@ -31,6 +31,7 @@ from bridge.runtime.natsconn import connect
 from bridge.runtime.publisher import StreamPublisher
 from bridge.runtime.streams import Bounds, StreamSpec, ensure_stream, warn_of_other_consumers
 from bridge.runtime.streamwatch import StreamWatch
+from bridge.supervise import Supervisor
 
 log = logging.getLogger("rbridge.edge")
 #: Warn about the site certificate's expiry from this long before it.
@@ -69,7 +70,7 @@ class EdgeApp:
         self.links: dict[str, EdgeLink] = {}
         self.status: StatusServer | None = None
         self.http_port = 0
-        self._tasks: list[asyncio.Task[None]] = []
+        self.loops = Supervisor()
         self._stopping = asyncio.Event()
         self._connects_counted: dict[str, int] = {}
         self._expiry_warned: dict[str, float] = {}
@@ -159,20 +160,13 @@ class EdgeApp:
             self.metrics.registry, self.not_ready, host=host, port=int(port), notes=self.notes
         )
         self.http_port = await self.status.start()
-        self.consumer = PullConsumer(
-            self.nc, STREAM_OUT, settings.consumer.durable, batch=settings.consumer.batch
-        )
-        await self.consumer.start()
-        self._tasks = [
-            asyncio.create_task(self._pull(), name="pull"),
-            asyncio.create_task(self.bridge.settlement.run(), name="settle"),
-            asyncio.create_task(self._watch(), name="watch"),
-            asyncio.create_task(
-                keep_in_progress(self.nc, self._held, every=settings.consumer.ack_wait_seconds / 3),
-                name="in-progress",
-            ),
-            asyncio.create_task(self.streams.run(), name="stream-watch"),
-        ]
+        await self._consume()
+        every = settings.consumer.ack_wait_seconds / 3
+        self.loops.spawn("pull", self._pull)
+        self.loops.spawn("settle", self.bridge.settlement.run)
+        self.loops.spawn("watch", self._watch)
+        self.loops.spawn("in-progress", lambda: keep_in_progress(self.nc, self._held, every=every))
+        self.loops.spawn("stream-watch", self.streams.run)
         log.info("edge bridge %s ready: status on port %d", self.instance, self.http_port)
 
     @property
@@ -205,11 +199,23 @@ class EdgeApp:
             missing.append(f"audit trail not writable ({self.audit.last_error})")
         if not any(link.state == "up" for link in self.links.values()):
             missing.append("no link up")
+        missing.extend(self.loops.not_running())
         return missing
+
+    async def _consume(self) -> None:
+        """Start taking from the shared durable (made again if it is gone)."""
+        consumer = self.settings.consumer
+        if self.consumer is not None:
+            await self.consumer.stop()
+            await self.js.add_consumer(STREAM_OUT, config=self._consumer_config())
+        self.consumer = PullConsumer(self.nc, STREAM_OUT, consumer.durable, batch=consumer.batch)
+        await self.consumer.start()
 
     async def _pull(self) -> None:
         """Messages as they arrive (no polling), decided and sent on in the batches they come in;
         while no link is up nothing is asked for and what arrives goes back to the stream."""
+        if self.consumer is None or self.consumer.lost:
+            await self._consume()  # a restart after the consumer was lost
         consumer, batch = self.consumer, self.settings.consumer.batch
         assert consumer is not None
         while not self._stopping.is_set():
@@ -309,18 +315,14 @@ class EdgeApp:
     async def stop(self) -> None:
         """Stop pulling, let in-flight envelopes be answered, settle, close links and NATS."""
         self._stopping.set()
+        self.loops.closing()
         grace = self.settings.grace_seconds
         if self.consumer is not None:
             await self.consumer.stop()  # nothing more is taken; the pull task ends
-        pull = self._tasks[0] if self._tasks else None
-        if pull is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(pull, 2.0)
+        await self.loops.finish("pull", 2.0)
         await asyncio.gather(*(link.stop(grace) for link in self.links.values()))
         await self.bridge.settlement.flush()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.loops.stop()
         await self.bridge.background.drain()
         await self.publisher.stop()
         if self.status is not None:
@@ -331,9 +333,7 @@ class EdgeApp:
 
     async def _abandon(self) -> None:
         """What a failed start opened, closed (nothing was taken from RB_OUT yet)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.loops.stop()
         with contextlib.suppress(Exception):
             await asyncio.gather(*(link.stop(0) for link in self.links.values()))
         if self.status is not None:

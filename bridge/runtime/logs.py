@@ -1,7 +1,8 @@
 """Structured JSON logs: one object per line, with message and trace ids when given, never values.
 
 Log calls pass identifiers through ``extra={"msg_id": …, "trace_id": …, "site": …}``; nothing
-that carries payload content is ever logged.
+that carries payload content is ever logged. An exception is logged as its type and its
+traceback's frames (file, line, function), without its message.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import sys
 from datetime import UTC, datetime
 
 import orjson
+
+from bridge.supervise import frames
 
 _FIELDS = ("msg_id", "trace_id", "site", "rule", "reason", "destination", "revision", "code")
 
@@ -28,7 +31,11 @@ class JsonFormatter(logging.Formatter):
             if value is not None:
                 entry[name] = value
         if record.exc_info and record.exc_info[0] is not None:
+            # The exception's type and where it was raised, never its message (it may quote a
+            # value from a message).
             entry["error"] = record.exc_info[0].__name__
+            if record.exc_info[1] is not None:
+                entry["frames"] = frames(record.exc_info[1])
         return orjson.dumps(entry).decode()
 
 

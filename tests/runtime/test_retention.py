@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
@@ -17,6 +15,7 @@ from bridge.runtime.streams import StreamConfigError
 from cloud_agent import CloudAgent, CloudRequest
 from edge_agent import Agent, Unavailable
 from edge_agent.examples.samples import claim
+from tests.eventually import eventually
 from tests.runtime.world import World
 
 STREAMS = (("edge", "RB_OUT"), ("cloud", "RB_IN"), ("cloud", "RB_REPLY"))
@@ -37,14 +36,6 @@ async def consumer_names(world: World, name: str) -> list[str]:
         return [c.name for c in await connection.jetstream().consumers_info(name)]
     finally:
         await connection.close()
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        await asyncio.sleep(0.2)
 
 
 async def all_empty(world: World) -> bool:
@@ -89,7 +80,7 @@ async def test_what_is_delivered_is_stored_nowhere_and_a_resend_is_still_a_dupli
                 )
             )
         assert [a["claim_id"] for a in answers] == [c["claim_id"] for c in claims]
-        await wait_until(lambda: all_empty(world), "the three streams emptied")
+        await eventually(lambda: all_empty(world), "the three streams emptied")
         assert sorted(seen) == sorted(f"plant-a/r-{n}" for n in range(40))
         assert (await stream_state(world, "cloud", "RB_IN")).last_seq == 40
 
@@ -134,7 +125,7 @@ async def test_requests_for_a_capability_nobody_consumes_yet_wait_for_its_first_
     async def stored_all() -> bool:
         return (await stream_state(world, "cloud", "RB_IN")).last_seq == 12
 
-    await wait_until(stored_all, "the requests stored in RB_IN")
+    await eventually(stored_all, "the requests stored in RB_IN")
     await gateway.holds.tidy()  # nothing consumes docs.parse: the hold stays
     assert (await stream_state(world, "cloud", "RB_IN")).messages == 12
     assert [n for n in await consumer_names(world, "RB_IN") if n.startswith("hold-")]
@@ -147,14 +138,14 @@ async def test_requests_for_a_capability_nobody_consumes_yet_wait_for_its_first_
         async def all_handled() -> bool:
             return len(seen) >= 12
 
-        await wait_until(all_handled, "the held requests delivered to the first agent")
+        await eventually(all_handled, "the held requests delivered to the first agent")
 
         async def released() -> bool:
             names = await consumer_names(world, "RB_IN")
             held = (await stream_state(world, "cloud", "RB_IN")).messages
             return names == ["parser-docs_parse"] and held == 0
 
-        await wait_until(released, "the hold released and RB_IN emptied")
+        await eventually(released, "the hold released and RB_IN emptied")
         assert sorted(seen) == sorted(f"plant-a/w-{n}" for n in range(12))
     finally:
         await cloud.stop()
@@ -192,7 +183,7 @@ async def test_a_full_stream_refuses_new_messages_loses_none_and_the_flow_resume
         await gateway.watch.check()
         return bool(gateway.watch.notes())
 
-    await wait_until(cloud_full, "RB_IN reported nearly full")
+    await eventually(cloud_full, "RB_IN reported nearly full")
     note = gateway.watch.notes()[0]
     assert note.startswith("stream RB_IN holds"), note
     assert "new messages are refused" in note
@@ -213,8 +204,8 @@ async def test_a_full_stream_refuses_new_messages_loses_none_and_the_flow_resume
         async def all_handled() -> bool:
             return len(seen) >= len(sent)
 
-        await wait_until(all_handled, "every stored request delivered", timeout=120)
-        await wait_until(lambda: all_empty(world), "the streams emptied")
+        await eventually(all_handled, "every stored request delivered", timeout=120)
+        await eventually(lambda: all_empty(world), "the streams emptied")
         assert sorted(seen) == sorted(sent)
         await gateway.watch.check()
         assert gateway.watch.notes() == []
@@ -273,7 +264,7 @@ async def test_streams_of_the_previous_version_are_converted_and_nothing_waiting
     async def forwarded() -> bool:
         return (await stream_state(world, "cloud", "RB_IN")).last_seq == 10
 
-    await wait_until(forwarded, "the waiting claims forwarded")
+    await eventually(forwarded, "the waiting claims forwarded")
     assert (await stream_state(world, "cloud", "RB_IN")).messages == 10  # the old four held
     seen: list[str] = []
     cloud = parser(world, seen)
@@ -283,8 +274,8 @@ async def test_streams_of_the_previous_version_are_converted_and_nothing_waiting
         async def all_handled() -> bool:
             return len(seen) >= 10
 
-        await wait_until(all_handled, "every waiting request delivered")
-        await wait_until(lambda: all_empty(world), "the streams emptied")
+        await eventually(all_handled, "every waiting request delivered")
+        await eventually(lambda: all_empty(world), "the streams emptied")
         assert sorted(seen) == sorted(
             [f"plant-a/o-{n}" for n in range(6)] + [f"plant-a/old-{n}" for n in range(4)]
         )
