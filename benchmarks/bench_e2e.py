@@ -252,7 +252,7 @@ async def run(messages: int, sync: str | None, backlog: int) -> None:
         figures = results[f"bridge-{edges}"]
         cpu = ", ".join(f"{value:.1f}" for value in figures["edge_cpu"])
         print(
-            f"{f'bridge, {edges} edge bridge(s)':<36}{figures['rate']:>10,.0f}{'edge ' + cpu + '; gateway ' + format(figures['gateway_cpu'], '.1f'):>26}"
+            f"{f'bridge, {edges} edge bridge(s)':<36}{figures['rate']:>10,.0f}  {'edge ' + cpu + '; gateway ' + format(figures['gateway_cpu'], '.1f'):>24}"
         )
         print(f"{'':<36}ratio to (b) {figures['rate'] / relay_rate:.2f}, to (c) {figures['rate'] / results['leafnode'][0]:.2f}; "
               f"duplicates in RB_IN: {figures['duplicates']}; decided twice: {figures['decided_twice']}")  # fmt: skip

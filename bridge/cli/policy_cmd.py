@@ -12,6 +12,7 @@ from typing import Any
 from bridge.cli.render import print_explanation
 from bridge.errors import BundleError, UsageError
 from bridge.keys import FileKeyStore
+from bridge.keys.signing import generate_signing_keys, load_private_key, load_public_key
 from bridge.policy import (
     CaseReport,
     Engine,
@@ -27,7 +28,6 @@ from bridge.policy import (
     sign_bundle,
     verify_bundle,
 )
-from bridge.policy.bundle import generate_signing_keys, load_private_key, load_public_key
 from bridge.policy.explain import explanation_json
 from bridge.policy.loader import policy_files
 

@@ -55,7 +55,9 @@ class CloudGateway:
             name="rbridge-cloud",
         )
         js = self.nc.jetstream()
-        self.replies = ReplyForwarder(self.nc)
+        self.replies = ReplyForwarder(
+            self.nc, count=lambda result: self.metrics.replies.labels(result).inc()
+        )
         # Interest retention: a request is removed once every agent consumer of its capability
         # acked it (held meanwhile for a capability nobody consumes yet), a reply once forwarded
         # to its site (each configured site has its durable from the start).

@@ -45,10 +45,24 @@ class LeakGuardSection(Section):
     @field_validator("refuse")
     @classmethod
     def _known(cls, names: list[str]) -> list[str]:
-        unknown = sorted(set(names) - set(BUILTIN_DETECTORS))
-        if unknown:
-            raise ValueError(f"unknown detectors {unknown} (known: {', '.join(BUILTIN_DETECTORS)})")
+        _known_detectors(names)
         return names
+
+    @field_validator("permit")
+    @classmethod
+    def _permits(cls, permits: dict[str, list[str]]) -> dict[str, list[str]]:
+        for pattern, names in permits.items():
+            problem = subject_error(pattern, pattern=True)
+            if problem is not None:
+                raise ValueError(f"bad capability pattern {pattern!r}: {problem}")
+            _known_detectors(names)
+        return permits
+
+
+def _known_detectors(names: list[str]) -> None:
+    unknown = sorted(set(names) - set(BUILTIN_DETECTORS))
+    if unknown:
+        raise ValueError(f"unknown detectors {unknown} (known: {', '.join(BUILTIN_DETECTORS)})")
 
 
 class CloudStreams(Section):

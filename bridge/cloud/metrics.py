@@ -23,7 +23,7 @@ class CloudMetrics:
         self.sessions = Gauge("rbridge_link_sessions", "Open site streams", registry=self.registry)
         self.replies = Counter(
             "rbridge_replies",
-            "Replies sent to sites, by result",
+            "Replies settled with their sites: forwarded, retried (not taken this time), refused",
             ["result"],
             registry=self.registry,
         )

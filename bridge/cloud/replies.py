@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from nats.aio.client import Client
@@ -43,8 +43,16 @@ log = logging.getLogger("rbridge.cloud.replies")
 
 
 class ReplyForwarder:
-    def __init__(self, nc: Client, *, batch: int = 64, ack_wait: float = 5.0) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        batch: int = 64,
+        ack_wait: float = 5.0,
+        count: Callable[[str], None] = lambda _result: None,
+    ) -> None:
         self.nc = nc
+        self.count = count  # one call per reply settled: forwarded, retried or refused
         self.js = nc.jetstream()
         self.batch = batch
         # Short, so a dead gateway's replies come back soon; the live one reports the replies
@@ -118,11 +126,14 @@ class ReplyForwarder:
         message: Msg = token
         if reject is None:
             self.forwarded += 1
+            self.count("forwarded")
             self.background.spawn(message.ack())
         elif reject.code in RETRIABLE:
+            self.count("retried")
             self.background.spawn(message.nak(delay=1))
         else:
             self.refused += 1
+            self.count("refused")
             log.warning(
                 "site refused a reply: %s",
                 reject.code,

@@ -16,8 +16,8 @@ from pathlib import Path
 from bridge.edge.policy_state import PolicyState
 from bridge.errors import BundleError, PolicyLoadError, RbridgeError
 from bridge.keys import FileKeyStore
+from bridge.keys.signing import load_public_key
 from bridge.policy import BundledPolicies, Engine, LoadedPolicy, load_bundle, load_policy_bytes
-from bridge.policy.bundle import load_public_key
 
 log = logging.getLogger("rbridge.edge.policy")
 

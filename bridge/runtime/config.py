@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.errors import RbridgeError
 from bridge.runtime.streams import Bounds
 
 T = TypeVar("T", bound="RuntimeSettings")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigError(RbridgeError):
@@ -61,6 +62,24 @@ class RuntimeSettings(BaseSettings):
         frozen=True,
         case_sensitive=False,
     )
+
+    # Checked here, so that --check-config refuses what start-up would fail on.
+    @field_validator("log_level", check_fields=False)
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.lower() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+        return value.lower()
+
+    @field_validator("http", "listen", "health_listen", check_fields=False)
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected host:port (port 0-65535), got {value!r}")
+        return value
 
     @classmethod
     def settings_customise_sources(  # the signature is pydantic-settings' own

@@ -13,8 +13,8 @@ from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
 from bridge.errors import BundleError
+from bridge.keys.signing import generate_signing_keys, load_private_key
 from bridge.policy import sign_bundle
-from bridge.policy.bundle import generate_signing_keys, load_private_key
 from tests.conftest import POLICIES
 from tests.runtime.test_faults import wait_stored
 from tests.runtime.world import World, queue_of

@@ -13,6 +13,7 @@ from bridge.cloud.app import CloudGateway
 from bridge.cloud.config import CloudSettings
 from bridge.link import ClientTLS, EdgeLink, Envelope, Hello, Reject
 from bridge.natsserver import NatsServer
+from tests.eventually import eventually
 from tests.link.helpers import FAST, TRUST_DOMAIN, Pki, Results
 
 
@@ -98,10 +99,13 @@ async def test_envelopes_are_stored_with_the_gateways_headers_and_acked_after(
     assert "rb-class" not in headers
     # The same id again (a resend after a broken link) is acked and not stored twice.
     await link.send(Envelope("e-1", "docs.parse", b'{"a":1}', "internal", "rule-x", 7))
-    await results.wait_for(1)
-    await asyncio.sleep(0.2)
+
+    async def resend_acked() -> bool:
+        return results.acked["e-1"] == 2
+
+    await eventually(resend_acked, "the resend acked", timeout=20)
     info = await js.stream_info("RB_IN")
-    assert info.state.messages == 1
+    assert (info.state.messages, info.state.last_seq) == (1, 1)
     await connection.close()
     await link.stop(1)
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import nats
 import orjson
@@ -15,7 +16,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from tests.conftest import ROOT
-from tests.runtime.test_cloud import http_get
+from tests.runtime.test_cloud import cloud_settings, http_get
 from tests.runtime.test_faults import assert_each_once, publish, spawn, stored_count, wait_line
 from tests.runtime.world import World
 
@@ -139,6 +140,39 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.parametrize(
+    ("runtime", "key", "value"),
+    [
+        ("edge", "log_level", "loud"),
+        ("edge", "http", "nowhere"),
+        ("edge", "http", "127.0.0.1:99999"),
+        ("edge", "streams", {"outbound": {"max_bytes": -7}}),
+        ("cloud", "log_level", "verbose"),
+        ("cloud", "listen", "localhost"),
+        ("cloud", "health_listen", ":x"),
+        ("cloud", "leak_guard", {"permit": {"docs..parse": ["email"]}}),
+        ("cloud", "leak_guard", {"permit": {"hr.>": ["emails"]}}),
+    ],
+)
+def test_check_config_refuses_what_start_up_would_fail_on(
+    world: World, runtime: str, key: str, value: object
+) -> None:
+    """One settings model checks everything start-up uses: --check-config exits 2 naming the
+    key, where it used to pass and the start then failed."""
+    if runtime == "edge":
+        settings: Any = world.edge_settings(destinations={"cloud-eu": {"address": "localhost:1"}})
+    else:
+        settings = cloud_settings(world.pki, world.cloud_nats.url)
+    data = orjson.loads(settings.model_dump_json(exclude_none=True))
+    data[key] = value
+    path = world.root / f"{runtime}-bad.yaml"
+    path.write_text(orjson.dumps(data).decode())
+    result = run_cli(runtime, "--config", str(path), "--check-config")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert key in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_check_config_accepts_good_and_explains_bad(world: World, tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bridge.edge.policy_source import PolicySource
 from bridge.errors import BundleError
 from bridge.keys import FileKeyStore
+from bridge.keys.signing import generate_signing_keys, load_private_key
 from bridge.policy import sign_bundle
-from bridge.policy.bundle import generate_signing_keys, load_private_key
 from tests.conftest import POLICIES
 
 

@@ -12,14 +12,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bridge.errors import BundleError, PolicyLoadError
+from bridge.keys.signing import generate_signing_keys, load_private_key, load_public_key
 from bridge.policy import sign_bundle, verify_bundle
-from bridge.policy.bundle import (
-    MAX_BUNDLE_BYTES,
-    generate_signing_keys,
-    key_id,
-    load_private_key,
-    load_public_key,
-)
+from bridge.policy.bundle import MAX_BUNDLE_BYTES, key_id
 from bridge.policy.bundled import load_bundle
 from tests.conftest import POLICIES
 

@@ -1,0 +1,105 @@
+"""Every metric the documentation names exists, the ones traffic should move do, and both
+endpoints pass promtool's lint."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from cloud_agent import CloudAgent, CloudRequest
+from edge_agent import Agent, Denied
+from edge_agent.examples.samples import claim, health_record
+from tests.conftest import ROOT
+from tests.eventually import eventually
+from tests.runtime.test_cloud import http_get
+from tests.runtime.world import World
+
+# Moved by one allowed round trip and one deny: (metric, labels that must be in the sample).
+MOVED = [
+    ("rbridge_messages_total", 'decision="allow"'),
+    ("rbridge_messages_total", 'decision="deny"'),
+    ("rbridge_transforms_total", 'action="tokenize"'),
+    ("rbridge_link_connects_total", 'destination="cloud-eu"'),
+    ("rbridge_forward_seconds_count", ""),
+    ("rbridge_envelopes_total", 'result="stored"'),
+    ("rbridge_replies_total", 'result="forwarded"'),
+]
+
+
+def documented() -> set[str]:
+    text = (ROOT / "README.md").read_text() + (ROOT / "deploy" / "README.md").read_text()
+    return set(re.findall(r"\b(rbridge_[a-z_]+[a-z])\b", text)) - {"rbridge_build"}
+
+
+def families(exposition: str) -> set[str]:
+    return set(re.findall(r"^# TYPE (\S+) ", exposition, re.M))
+
+
+def value(exposition: str, name: str, labels: str) -> float:
+    total = 0.0
+    for line in exposition.splitlines():
+        if line.startswith(name) and labels in line and not line.startswith("#"):
+            sample, _, number = line.rpartition(" ")
+            if sample.split("{")[0] == name:
+                total += float(number)
+    return total
+
+
+@pytest.mark.slow
+async def test_documented_metrics_exist_move_with_traffic_and_pass_promtool(
+    world: World,
+) -> None:
+    gateway = await world.start_gateway()
+    edge = await world.start_edge()
+    await edge.links["cloud-eu"].wait_up(20)
+    agent = CloudAgent("parser", nats_url=world.cloud_nats.url)
+
+    @agent.capability("docs.parse")
+    async def parse(request: CloudRequest) -> dict[str, object]:
+        return {"claimant": request.payload.get("claimant")}
+
+    await agent.start()
+    rng = random.Random(13)
+    try:
+        async with Agent("desk", nats_url=world.edge_nats.url) as desk:
+            await desk.ask_cloud("docs.parse", claim(1, rng), timeout=30)
+            with pytest.raises(Denied):
+                await desk.ask_cloud("docs.medical.scan", health_record(2, rng), timeout=30)
+
+        async def scraped() -> bool:  # the edge's watch loop counts connects and sets gauges
+            text = await http_get(edge.http_port, "/metrics")
+            return value(text, "rbridge_link_connects_total", "") > 0
+
+        await eventually(scraped, "the edge's periodic metrics", timeout=30)
+        edge_text = await http_get(edge.http_port, "/metrics")
+        gateway_text = await http_get(gateway.http_port, "/metrics")
+    finally:
+        await agent.stop()
+    both = edge_text + gateway_text
+    known = families(both)
+    assert len(documented()) >= 15, documented()
+    missing = [
+        name
+        for name in sorted(documented())
+        if name not in known and name.removesuffix("_total") not in known
+    ]
+    assert missing == [], f"documented but not exported: {missing}"
+    for name, labels in MOVED:
+        assert value(both, name, labels) > 0, f"{name}{{{labels}}} did not move"
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: scripts/setup-system installs it (Debian's prometheus)"
+    for exposition in (edge_text, gateway_text):
+        checked = await asyncio.to_thread(
+            subprocess.run,
+            [promtool, "check", "metrics"],
+            input=exposition,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
