@@ -28,11 +28,12 @@ from bridge.contract import (
     inbound_subject,
 )
 from bridge.link import Envelope, Reject, SiteIdentity
-from bridge.link.envelope import STORE_FAILED
+from bridge.link.envelope import STORE_FAILED, STORE_REFUSED
 from bridge.policy.detectors import BUILTIN_DETECTORS, DetectorSet
 from bridge.policy.leakguard import LeakGuard
 from bridge.policy.subjects import SubjectPattern
 from bridge.runtime.headers import header_problem, passthrough
+from bridge.runtime.publisher import PERMANENT_PREFIX
 
 log = logging.getLogger("rbridge.cloud.store")
 
@@ -133,8 +134,13 @@ class CloudStore:
                 if error is None:
                     stored += 1
                 else:
-                    answers[position] = Reject(STORE_FAILED, error)
-                    self.metrics.refused(site.site, STORE_FAILED)
+                    # JetStream's "bad request" (400) will not change on a resend (a message
+                    # larger than the stream takes, say): refused for good, so the edge does not
+                    # decide and audit it again on every redelivery. The rest (a full stream,
+                    # no leader, a timeout) may pass later.
+                    code = STORE_REFUSED if error.startswith(PERMANENT_PREFIX) else STORE_FAILED
+                    answers[position] = Reject(code, error)
+                    self.metrics.refused(site.site, code)
             self.metrics.stored(site.site, stored)
         return answers
 

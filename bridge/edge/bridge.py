@@ -319,18 +319,24 @@ class EdgeBridge:
 
     async def _deny(self, message: Msg, decision: Decision, reply_to: str) -> None:
         self.settlement.term(message)
-        if self.quarantine:
-            headers = passthrough(message.headers or {})
-            headers.update({HEADER_REASON: decision.reason, HEADER_RULE: decision.rule or ""})
-            capability = message.subject[len(OUTBOUND_PREFIX) :]
-            subject = QUARANTINE_PREFIX + (
-                capability if subject_error(capability, pattern=False) is None else "invalid"
-            )
-            try:
-                await self.js.publish(subject, message.data, headers=headers, timeout=5)
-            except Exception as error:
-                log.error("could not quarantine a denied message: %s", type(error).__name__)
+        await self._quarantine(message, decision.reason, decision.rule or "")
         await self._notify(reply_to, decision)
+
+    async def _quarantine(self, message: Msg, reason: str, rule: str) -> None:
+        """A copy of a message that will not leave (denied, or refused by the cloud for good),
+        with why, in RB_QUARANTINE for review: when quarantine is enabled."""
+        if not self.quarantine:
+            return
+        headers = passthrough(message.headers or {})
+        headers.update({HEADER_REASON: reason, HEADER_RULE: rule})
+        capability = message.subject[len(OUTBOUND_PREFIX) :]
+        subject = QUARANTINE_PREFIX + (
+            capability if subject_error(capability, pattern=False) is None else "invalid"
+        )
+        try:
+            await self.js.publish(subject, message.data, headers=headers, timeout=5)
+        except Exception as error:
+            log.error("could not quarantine a message: %s", type(error).__name__)
 
     async def _notify(self, reply_to: str, decision: Decision) -> None:
         # Only ever a subject _reply_route vetted (the audit holds why others were refused).
@@ -374,6 +380,9 @@ class EdgeBridge:
         except AuditWriteError:
             self.metrics.audit_errors.inc()
         self.settlement.term(pending.message)
+        self.background.spawn(
+            self._quarantine(pending.message, f"cloud:{reject.code}", envelope.rule)
+        )
         if pending.reply_to:
             decision = Decision(
                 "deny", f"cloud:{reject.code}", envelope.rule, "", envelope.policy_revision,

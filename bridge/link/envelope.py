@@ -81,5 +81,6 @@ TOO_LARGE = "too-large"
 MALFORMED = "malformed"
 HANDLER_FAILED = "handler-failed"
 STORE_FAILED = "store-failed"
+STORE_REFUSED = "store-refused"  # JetStream refused this message for good (too large, say)
 #: Refusals that say "not now" rather than "never": the sender keeps the message and retries.
 RETRIABLE = frozenset({LINK_LOST, HANDLER_FAILED, STORE_FAILED})

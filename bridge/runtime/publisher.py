@@ -17,6 +17,9 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+PERMANENT_PREFIX = "JetStream error 400:"
+"""How an answer starts when JetStream refused the message itself (a resend gets the same)."""
+
 
 class StreamPublisher:
     def __init__(self, connection: Client, *, timeout: float = 10.0) -> None:

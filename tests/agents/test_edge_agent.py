@@ -13,6 +13,7 @@ from pathlib import Path
 import nats
 import orjson
 import pytest
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 import cloud_agent
@@ -171,6 +172,13 @@ async def test_delegation_runs_sub_tasks_concurrently_and_reports_each_failure(
 async def test_heartbeats_show_live_stopped_and_silent_agents(nats_server: NatsServer) -> None:
     """Supervision: a live agent, one that stopped cleanly, one killed (silent after 3 beats)."""
     watcher = await nats.connect(nats_server.url)
+    try:
+        await watch_heartbeats(nats_server, watcher)
+    finally:
+        await watcher.close()
+
+
+async def watch_heartbeats(nats_server: NatsServer, watcher: Client) -> None:
     stopped = Agent("reporter", nats_url=nats_server.url, heartbeat_seconds=0.2)
 
     @stopped.handle("reports.run")
@@ -192,13 +200,12 @@ async def test_heartbeats_show_live_stopped_and_silent_agents(nats_server: NatsS
             doomed.wait()
             statuses = {s.agent: s for s in await agent_statuses(watcher)}
             async with asyncio.timeout(30):
-                while statuses["echo"].state != "silent":
+                # A listing under load may miss a key now and then: wait for a full one.
+                while "echo" not in statuses or statuses["echo"].state != "silent":
                     await asyncio.sleep(0.1)
                     statuses = {s.agent: s for s in await agent_statuses(watcher)}
-            assert statuses["echo"].state == "silent"
             assert statuses["echo"].subjects == ("work.echo",)
             assert statuses["fraud-check"].state == "live"
-    await watcher.close()
 
 
 def test_the_public_surface_is_locked() -> None:

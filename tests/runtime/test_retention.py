@@ -13,7 +13,7 @@ from nats.js import api
 
 from bridge.runtime.streams import StreamConfigError
 from cloud_agent import CloudAgent, CloudRequest
-from edge_agent import Agent, Unavailable
+from edge_agent import Agent, Denied, Unavailable
 from edge_agent.examples.samples import claim
 from tests.eventually import eventually
 from tests.runtime.world import World
@@ -326,3 +326,54 @@ def test_stream_bounds_that_make_no_sense_are_refused(world: World) -> None:
         with pytest.raises(ConfigError) as error:
             type(settings).load(path)
         assert "streams.outbound" in str(error.value), error.value
+
+
+async def test_a_message_jetstream_refuses_for_good_is_quarantined_once_not_retried(
+    world: World,
+) -> None:
+    """RB_IN refuses a message outright (here: larger than its max_msg_size): the gateway says
+    so with a final code, and the edge audits it once, quarantines it with the reason and tells
+    the sender, instead of deciding it again on every redelivery."""
+    client = await nats.connect(world.cloud_nats.url)
+    try:
+        await client.jetstream().add_stream(
+            api.StreamConfig(
+                name="RB_IN", subjects=["rb.in.>"], storage=api.StorageType.FILE,
+                retention=api.RetentionPolicy.INTEREST, discard=api.DiscardPolicy.NEW,
+                max_bytes=1 << 30, duplicate_window=86_400, max_msg_size=256,
+            )
+        )  # fmt: skip
+    finally:
+        await client.close()
+    await world.start_gateway()
+    edge = await world.start_edge(quarantine={"enabled": True})
+    await edge.links["cloud-eu"].wait_up(20)
+    async with Agent("desk", nats_url=world.edge_nats.url) as desk:
+        with pytest.raises(Denied) as denied:
+            await desk.ask_cloud(
+                "docs.parse", claim(1, random.Random(18)), msg_id="big", timeout=30
+            )
+    assert denied.value.reason == "cloud:store-refused"
+    assert "message size exceeds maximum allowed" in denied.value.detail
+    records = [
+        orjson.loads(line)
+        for line in (world.root / "audit" / "audit.jsonl").read_text().splitlines()
+    ]
+    about = [r for r in records if r.get("msg_id") == "plant-a/big"]
+    assert [(r["decision"], r["reason"]) for r in about] == [
+        ("allow", "rule:claim-documents-to-eu-parser"),
+        ("refused-by-cloud", "cloud:store-refused"),
+    ]
+    edge_client = await nats.connect(world.edge_nats.url)
+    try:
+        js = edge_client.jetstream()
+
+        async def quarantined() -> bool:
+            return (await js.stream_info("RB_QUARANTINE")).state.messages == 1
+
+        await eventually(quarantined, "the refused message quarantined")
+        kept = await js.get_msg("RB_QUARANTINE", 1)
+        assert (kept.headers or {})["Rb-Reason"] == "cloud:store-refused"
+        assert (await js.stream_info("RB_OUT")).state.messages == 0
+    finally:
+        await edge_client.close()
