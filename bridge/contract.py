@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from bridge.errors import RbridgeError
+
 #: Edge agents publish work for the cloud to ``rb.out.<capability>``.
 OUTBOUND_PREFIX: Final = "rb.out."
 #: The cloud gateway publishes accepted envelopes to ``rb.in.<capability>``.
@@ -57,7 +59,7 @@ RESERVED_HEADER_PREFIXES: Final = ("Nats-", "Rb-")
 CLASSIFICATIONS: Final = ("public", "internal", "confidential", "restricted")
 
 
-class HeaderConflict(ValueError):
+class HeaderConflict(RbridgeError, ValueError):
     """Two spellings of one ``Rb-*`` header with different values (``Rb-Class``, ``rb-class``)."""
 
     def __init__(self, name: str) -> None:

@@ -1,11 +1,37 @@
-"""Every exception the bridge raises on purpose, in one place.
+"""Every exception the bridge raises on purpose: the whole tree, and where each class lives.
+
+The base and the errors of the policy core are defined here; the others live beside the code
+that raises them and derive from :class:`RbridgeError` (``tests/unit/test_layout.py`` fails
+when a class of the package is missing from this tree or outside it).
 
     RbridgeError                      base; ``retriable`` says whether trying again can help
     ├── PolicyLoadError               a policy file or directory is invalid (carries every Problem)
     ├── KeyStoreError                 the on-prem key store is missing, unsafe or unreadable
     │   └── UnknownKeyError           a policy names a key the store does not hold
     ├── BundleError                   a signed policy bundle is malformed or fails verification
-    └── UsageError                    a command-line argument or input file is wrong
+    ├── UsageError                    a command-line argument or input file is wrong
+    ├── PayloadError (ValueError)     policy.payload: a payload the engine refuses (its code)
+    ├── HeaderConflict (ValueError)   contract: one Rb-* header in two spellings and values
+    ├── ConfigError                   runtime.config: a runtime's settings are invalid (every one)
+    ├── StreamConfigError             runtime.streams: a stream cannot take the bridge's settings
+    ├── NatsServerError               natsserver: nats-server missing, or not up in time
+    ├── NatsConnectError              natsconnect: the first connection failed in time (retriable)
+    ├── ConsumerLost                  natsconsume: the durable consumer is gone (retriable)
+    ├── AuditWriteError               audit.trail: the trail cannot be written (retriable)
+    │   └── AuditInUseError           audit.trail: another process writes the same trail
+    ├── TLSConfigError                link.tls: a certificate, key or CA file cannot be used
+    ├── RevocationError               link.revocation: the CRL or deny list cannot be used
+    ├── IdentityError                 link.identity: a peer certificate names no acceptable site
+    ├── NotConnected                  link.gateway: no stream from that site here (retriable)
+    ├── OutboxClosed                  link.outbox: the link is stopping
+    ├── DuplicateInFlight (ValueError) link.outbox: that envelope id already awaits its answer
+    ├── SpentTokensUnavailable        edge.tokens: a spend was not stored (retriable)
+    ├── StackError                    up.stack: a part of `rbridge up` did not come up
+    └── CloudAgentUnavailable         cloud_agent: the cloud agent SDK cannot reach NATS
+
+Private control flow, never raised out of its module: ``edge.bridge.Refused`` (an inbound
+envelope refused, with its answer) and ``policy.shadowing._OutOfTime``. The edge agent SDK's
+errors (``edge_agent.errors``: ``AgentError`` and its subclasses) are its public API, apart.
 
 A *deny* is never an exception: the policy engine returns it as a value. These errors are for
 operators and authors, and their messages name the offending value (never a sensitive one).

@@ -32,7 +32,6 @@ import contextlib
 import functools
 import hashlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ from nats.js.errors import Error as JetStreamError
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from bridge.agentkit import bucket, dead_letter_headers, until_signalled
 from bridge.contract import (
     HEADER_AGENT_ERROR,
     HEADER_CAPABILITY,
@@ -224,14 +224,9 @@ class CloudAgent:
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, then stop."""
         await self.start()
-        loop = asyncio.get_running_loop()
-        for number in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(number, self._stopping.set)
         try:
-            await self._stopping.wait()
+            await until_signalled(self._stopping)
         finally:
-            for number in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(number)
             await self.stop()
 
     async def __aenter__(self) -> CloudAgent:
@@ -362,13 +357,13 @@ class CloudAgent:
             return
         text = error_summary(error)
         headers = message.headers or {}
-        dead = {
-            HEADER_AGENT_ERROR: text,
-            "Agent-Subject": message.subject,
-            "Agent-Attempts": str(attempt),
-            HEADER_RB_MSG_ID: msg_id,
-            HEADER_SITE: headers.get(HEADER_SITE, ""),
-        }
+        dead = dead_letter_headers(
+            {},
+            error=text,
+            subject=message.subject,
+            attempts=attempt,
+            **{HEADER_RB_MSG_ID: msg_id, HEADER_SITE: headers.get(HEADER_SITE, "")},
+        )
         await self.nc.publish(dead_letter_subject(self.name), message.data, headers=dead)
         with contextlib.suppress(NatsError, JetStreamError, TimeoutError):
             # An empty JSON object: the site's reply rules still parse what they deliver.
@@ -412,8 +407,4 @@ class CloudAgent:
 
 
 async def _done_bucket(js: JetStreamContext, agent: str, ttl: float) -> KeyValue:
-    bucket = f"rb_done_{agent.replace('-', '_')}"
-    try:
-        return await js.key_value(bucket)
-    except JetStreamError:
-        return await js.create_key_value(api.KeyValueConfig(bucket=bucket, history=1, ttl=ttl))
+    return await bucket(js, f"rb_done_{agent.replace('-', '_')}", ttl=ttl)

@@ -26,7 +26,6 @@ import contextlib
 import functools
 import logging
 import os
-import signal
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -43,6 +42,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import APIError, NoStreamResponseError
 
+from bridge.agentkit import dead_letter_headers, until_signalled
 from bridge.contract import (
     CLASSIFICATIONS,
     HEADER_AGENT_ERROR,
@@ -239,21 +239,9 @@ class Agent:
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT or :meth:`stop`, then stop gracefully."""
         await self.start()
-        loop = asyncio.get_running_loop()
-        stopping = asyncio.Event()
-        for number in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(number, stopping.set)
         try:
-            waiters = [
-                asyncio.create_task(stopping.wait()),
-                asyncio.create_task(self._stopped.wait()),
-            ]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiters:
-                waiter.cancel()
+            await until_signalled(self._stopped)
         finally:
-            for number in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(number)
             await self.stop()
 
     async def __aenter__(self) -> Agent:
@@ -310,13 +298,13 @@ class Agent:
     ) -> None:
         self.stats.dead_lettered += 1
         text = error_summary(error)
-        dead_headers = {
-            **{k: v for k, v in headers.items() if not k.startswith("Nats-")},
-            HEADER_AGENT_ERROR: text,
-            "Agent-Subject": message.subject,
-            "Agent-Attempts": str(self.max_attempts),
-            "Agent-Instance": self.instance,
-        }
+        dead_headers = dead_letter_headers(
+            headers,
+            error=text,
+            subject=message.subject,
+            attempts=self.max_attempts,
+            **{"Agent-Instance": self.instance},
+        )
         await self.nc.publish(dead_letter_subject(self.name), message.data, headers=dead_headers)
         if message.reply:
             await self.nc.publish(message.reply, b"", headers={HEADER_AGENT_ERROR: text})

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import orjson
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig
 from nats.js.errors import Error as JetStreamError
 from nats.js.kv import KeyValue
 
+from bridge.agentkit import bucket
 from bridge.cancellation import cancel_until_done
 from bridge.contract import AGENTS_BUCKET
 
@@ -42,12 +42,7 @@ def agent_key(agent: str, instance: str) -> str:
 
 async def agents_bucket(js: JetStreamContext) -> KeyValue:
     """The agents' key-value bucket, created if needed."""
-    try:
-        return await js.key_value(AGENTS_BUCKET)
-    except JetStreamError:
-        return await js.create_key_value(
-            KeyValueConfig(bucket=AGENTS_BUCKET, history=1, ttl=BUCKET_TTL_SECONDS)
-        )
+    return await bucket(js, AGENTS_BUCKET, ttl=BUCKET_TTL_SECONDS)
 
 
 class Heartbeat:

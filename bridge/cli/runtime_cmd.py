@@ -76,6 +76,11 @@ def _edge(arguments: argparse.Namespace) -> int:
     load_material(TLSFiles(settings.tls.cert, settings.tls.key, settings.tls.ca))
     keys = FileKeyStore(settings.keys_dir)
     keys.current(settings.replies.key)
+    if not (arguments.check_policy or arguments.check_config):
+        # The edge loads (and records) the policy itself as it starts: once, not twice.
+        logs.configure(settings.log_level)
+        asyncio.run(run(settings))
+        return 0
     source = PolicySource(
         settings.policy.path, keys, name=settings.policy.name,
         require_signature=settings.policy.require_signature, pubkey=settings.policy.pubkey,
@@ -101,7 +106,4 @@ def _edge(arguments: argparse.Namespace) -> int:
                 f"({source.refused_configured}); the edge would start with the last good one",
                 file=sys.stderr,
             )
-        return 0
-    logs.configure(settings.log_level)
-    asyncio.run(run(settings))
     return 0

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from bridge.errors import RbridgeError
 from bridge.link.envelope import (
     CAPABILITY_NOT_ALLOWED,
     HANDLER_FAILED,
@@ -65,8 +66,10 @@ def _ignore_result(token: Any, envelope: Envelope, reject: Reject | None) -> Non
     """The default for replies: nobody waits for their outcome."""
 
 
-class NotConnected(Exception):
+class NotConnected(RbridgeError):
     """No stream from that site is open on this gateway."""
+
+    retriable = True
 
 
 class SiteRules:

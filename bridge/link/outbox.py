@@ -14,17 +14,18 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+from bridge.errors import RbridgeError
 from bridge.link.envelope import LINK_LOST, Envelope, Reject, batch_into
 
 #: Called once per envelope with its token and the outcome: None for an ack, or the Reject.
 ResultCallback = Callable[[Any, Envelope, Reject | None], None]
 
 
-class OutboxClosed(Exception):
+class OutboxClosed(RbridgeError):
     """The outbox no longer takes envelopes (the link is stopping)."""
 
 
-class DuplicateInFlight(ValueError):
+class DuplicateInFlight(RbridgeError, ValueError):
     """An envelope with this id is already waiting for its answer."""
 
 

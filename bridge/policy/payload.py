@@ -13,10 +13,11 @@ from typing import Any
 
 import orjson
 
+from bridge.errors import RbridgeError
 from bridge.policy.model import Limits
 
 
-class PayloadError(ValueError):
+class PayloadError(RbridgeError, ValueError):
     """Why a payload is refused; ``code`` goes into the decision's reason (``payload:<code>``)."""
 
     def __init__(self, code: str, detail: str) -> None:

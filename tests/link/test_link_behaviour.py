@@ -303,6 +303,7 @@ class BlackholeProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
+        self._closed = False
 
     @classmethod
     async def start(cls, target: int, port: int = 0) -> BlackholeProxy:
@@ -322,6 +323,9 @@ class BlackholeProxy:
             writer.close()
             return
         self._writers += [writer, upstream_writer]
+        if self._closed:  # a connection that arrived as the proxy was closing
+            self.close()
+            return
 
         async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             while data := await source.read(65536):
@@ -332,8 +336,11 @@ class BlackholeProxy:
         await asyncio.gather(
             pump(reader, upstream_writer), pump(upstream_reader, writer), return_exceptions=True
         )
+        for end in (writer, upstream_writer):  # one side ended: close both, leak neither
+            end.transport.abort()
 
     def close(self) -> None:
+        self._closed = True
         for writer in self._writers:
             transport = writer.transport
             if hasattr(transport, "abort"):

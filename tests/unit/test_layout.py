@@ -30,3 +30,37 @@ def test_every_module_has_its_place_in_the_layers() -> None:
     layers = contracts()["bridge layers point one way"]["layers"]
     placed = {name.strip() for layer in layers for name in str(layer).split("|")}
     assert top_level() <= placed, top_level() - placed
+
+
+PRIVATE = {"Refused", "_OutOfTime"}
+
+
+def test_every_exception_of_the_package_is_in_the_tree_and_drawn() -> None:
+    import importlib
+    import inspect
+
+    from bridge import errors
+    from bridge.errors import RbridgeError
+
+    drawn = errors.__doc__ or ""
+    found: dict[str, type] = {}
+    names = [m.name for m in pkgutil.walk_packages(bridge.__path__, "bridge.")]
+    for name in [*names, "cloud_agent.agent"]:
+        if ".v1" in name:  # generated wire code
+            continue
+        module = importlib.import_module(name)
+        for attribute, value in vars(module).items():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == module.__name__
+            ):
+                found[attribute] = value
+    assert len(found) >= 25, sorted(found)
+    assert "CloudAgentUnavailable" in found
+    for attribute, value in found.items():
+        if attribute in PRIVATE:
+            assert attribute in drawn, attribute
+            continue
+        assert issubclass(value, RbridgeError), f"{attribute} is outside the tree"
+        assert f" {attribute} " in drawn, f"{attribute} is not drawn in bridge/errors.py"
