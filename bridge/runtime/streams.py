@@ -27,6 +27,9 @@ from bridge.errors import RbridgeError
 log = logging.getLogger("rbridge.streams")
 
 
+_NO_STORAGE = 10047  # "insufficient storage resources available"
+
+
 class StreamConfigError(RbridgeError):
     """An existing stream cannot be brought to the bridge's configuration in place."""
 
@@ -96,7 +99,18 @@ async def ensure_stream(
             ", ".join(spec.subjects),
             "interest" if spec.interest else "limits",
         )
-        info = await js.add_stream(spec.config(interest=False))
+        try:
+            info = await js.add_stream(spec.config(interest=False))
+        except APIError as error:
+            raise StreamConfigError(
+                f"stream {spec.name} cannot be created: {error.description}"
+                + (
+                    " (JetStream reserves max_bytes on its store: lower the stream's "
+                    "max_bytes or give the store more room)"
+                    if error.err_code == _NO_STORAGE
+                    else ""
+                )
+            ) from None
         created = True
     for consumer in consumers:
         try:

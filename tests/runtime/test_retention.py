@@ -377,3 +377,14 @@ async def test_a_message_jetstream_refuses_for_good_is_quarantined_once_not_retr
         assert (await js.stream_info("RB_OUT")).state.messages == 0
     finally:
         await edge_client.close()
+
+
+async def test_a_bound_larger_than_the_store_can_reserve_is_refused_by_name(world: World) -> None:
+    """JetStream reserves each stream's max_bytes on its store: a bound the disk cannot hold
+    (here a petabyte) stops the start with the stream named and what to do."""
+    await world.start_gateway()
+    with pytest.raises(StreamConfigError) as refused:
+        await world.start_edge(streams={"outbound": {"max_bytes": 10**15}})
+    text = str(refused.value)
+    assert text.startswith("stream RB_OUT cannot be created: insufficient storage resources")
+    assert "lower the stream's max_bytes" in text
