@@ -115,9 +115,8 @@ class CloudGateway:
         self.replies.gateway = self.gateway
         self.loops.spawn("replies-in-progress", self.replies.keep_in_progress)
         self.port = await self.gateway.start(settings.listen, settings.health_listen)
-        host, _, port = settings.http.rpartition(":")
-        self.status = StatusServer(
-            self.metrics.registry, self.not_ready, host=host, port=int(port), notes=self.watch.notes
+        self.status = StatusServer.at(
+            settings.http, self.metrics.registry, self.not_ready, self.watch.notes
         )
         self.http_port = await self.status.start()
         log.info(

@@ -9,19 +9,7 @@ from pydantic import Field, field_validator
 from bridge.link.pki import DEFAULT_TRUST_DOMAIN
 from bridge.policy.detectors import BUILTIN_DETECTORS
 from bridge.policy.subjects import subject_error
-from bridge.runtime.config import RuntimeSettings, Section, StreamSection
-
-
-class NatsSection(Section):
-    url: str = "nats://127.0.0.1:4222"
-    credentials: Path | None = Field(None, description="NATS user credentials file (.creds)")
-    nkey_seed: Path | None = Field(None, description="file holding an nkey seed")
-
-
-class TLSSection(Section):
-    cert: Path
-    key: Path
-    ca: Path
+from bridge.runtime.config import NatsSection, RuntimeSettings, Section, StreamSection, TLSSection
 
 
 class SiteSection(Section):

@@ -28,7 +28,7 @@ from bridge.contract import (
     inbound_subject,
 )
 from bridge.link import Envelope, Reject, SiteIdentity
-from bridge.link.envelope import STORE_FAILED, STORE_REFUSED
+from bridge.link.envelope import STORE_FAILED, STORE_REFUSED, RejectCode
 from bridge.policy.detectors import BUILTIN_DETECTORS, DetectorSet
 from bridge.policy.leakguard import LeakGuard
 from bridge.policy.subjects import SubjectPattern
@@ -164,13 +164,13 @@ class CloudStore:
                     site.site, envelope.policy_revision, self.min_revision,
                 )  # fmt: skip
             return Reject(
-                "revision-refused",
+                RejectCode.REVISION_REFUSED,
                 f"policy revision {envelope.policy_revision} is older than the gateway's "
                 f"minimum {self.min_revision}",
             )
         problem = header_problem(envelope.headers)
         if problem is not None:
-            return Reject("bad-header", problem)
+            return Reject(RejectCode.BAD_HEADER, problem)
         found = self.guard.finding(envelope.capability, envelope.payload)
         if found is not None:
             self.metrics.leak(site.site, found)
@@ -180,5 +180,5 @@ class CloudStore:
                 found,
                 extra={"msg_id": envelope.id, "site": site.site, "reason": f"leak-guard:{found}"},
             )
-            return Reject("leak-guard", f"the payload holds a value of class {found!r}")
+            return Reject(RejectCode.LEAK_GUARD, f"the payload holds a value of class {found!r}")
         return None

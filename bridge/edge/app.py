@@ -155,9 +155,8 @@ class EdgeApp:
             self.links[name] = link
             await link.start()
         self.metrics.policy_revision.labels(loaded.engine.name).set(loaded.revision)
-        host, _, port = settings.http.rpartition(":")
-        self.status = StatusServer(
-            self.metrics.registry, self.not_ready, host=host, port=int(port), notes=self.notes
+        self.status = StatusServer.at(
+            settings.http, self.metrics.registry, self.not_ready, self.notes
         )
         self.http_port = await self.status.start()
         await self._consume()

@@ -47,7 +47,7 @@ from bridge.edge.tokens import (
     reply_fingerprint,
 )
 from bridge.link import EdgeLink, Envelope, Reject
-from bridge.link.envelope import LINK_LOST, RETRIABLE
+from bridge.link.envelope import LINK_LOST, RETRIABLE, RejectCode
 from bridge.policy import Decision, Message
 from bridge.policy.payload import PayloadError
 from bridge.policy.subjects import subject_error
@@ -458,15 +458,17 @@ class EdgeBridge:
                 outcomes[position] = Refused(reject, "token-store-unavailable")
                 continue
             self.metrics.reply_tokens_replayed.inc()
-            reject = Reject("token-spent", "this reply token was already used by another reply")
-            outcomes[position] = Refused(reject, "token-spent")
+            reject = Reject(
+                RejectCode.TOKEN_SPENT, "this reply token was already used by another reply"
+            )
+            outcomes[position] = Refused(reject, RejectCode.TOKEN_SPENT)
 
     def _reply(self, envelope: Envelope) -> tuple[Delivery, ReplyRoute]:
         """A reply to a message this site sent: its sealed token says where it goes."""
         try:
             route = self.tokens.open(envelope.reply_token)
         except ValueError as error:
-            raise Refused(Reject("bad-token", str(error)), "bad-token") from None
+            raise Refused(Reject(RejectCode.BAD_TOKEN, str(error)), RejectCode.BAD_TOKEN) from None
         refusal = self.reply_subjects.refusal(route.reply_to)
         if refusal is not None:
             # A token sealed under looser settings: the bridge still publishes only where allowed.
@@ -484,8 +486,10 @@ class EdgeBridge:
         subject = envelope.capability
         request = self._evaluate(self.policy.engine.evaluate_inbound, subject, envelope)
         if request is None:
-            reject = Reject("inbound-not-allowed", "no inbound rule allows this local subject")
-            raise Refused(reject, "inbound-not-allowed")
+            reject = Reject(
+                RejectCode.INBOUND_NOT_ALLOWED, "no inbound rule allows this local subject"
+            )
+            raise Refused(reject, RejectCode.INBOUND_NOT_ALLOWED)
         headers = passthrough(envelope.headers)
         headers.update({HEADER_SITE: self.site, HEADER_RB_MSG_ID: envelope.id})
         headers[HEADER_RULE] = request.rule or ""
@@ -498,10 +502,14 @@ class EdgeBridge:
         try:
             return evaluate(subject, envelope.payload)
         except PayloadError as error:
-            raise Refused(Reject("bad-payload", error.detail), f"payload:{error.code}") from None
+            raise Refused(
+                Reject(RejectCode.BAD_PAYLOAD, error.detail), f"payload:{error.code}"
+            ) from None
         except Exception as error:  # refuse this envelope alone, never the batch around it
             reason = f"error:{type(error).__name__}"
-            raise Refused(Reject("bad-payload", "the edge could not read it"), reason) from None
+            raise Refused(
+                Reject(RejectCode.BAD_PAYLOAD, "the edge could not read it"), reason
+            ) from None
 
     def _inbound_record(
         self, envelope: Envelope, decision: str, reason: str, rule: str | None, reidentified: int

@@ -8,13 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from bridge.edge.replyroutes import DEFAULT_REPLY_SUBJECTS, ReplySubjects
-from bridge.runtime.config import RuntimeSettings, Section, StreamSection
-
-
-class NatsSection(Section):
-    url: str = "nats://127.0.0.1:4222"
-    credentials: Path | None = None
-    nkey_seed: Path | None = None
+from bridge.runtime.config import NatsSection, RuntimeSettings, Section, StreamSection, TLSSection
 
 
 class ConsumerSection(Section):
@@ -77,12 +71,6 @@ class DestinationSection(Section):
         if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", value):
             raise ValueError(f"expected host:port, got {value!r}")
         return value
-
-
-class TLSSection(Section):
-    cert: Path
-    key: Path
-    ca: Path
 
 
 class LinkSection(Section):

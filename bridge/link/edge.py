@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 
 import grpc
 
-from bridge.link.envelope import HANDLER_FAILED, Envelope, Reject
+from bridge.link.envelope import HANDLER_FAILED, Envelope, Reject, RejectCode
 from bridge.link.inbound import InboundBatches
 from bridge.link.outbox import (
     Outbox,
@@ -50,9 +50,9 @@ class RefuseInbound:
     """The default inbound handler: this edge takes nothing from the cloud."""
 
     async def accept(self, envelopes: Sequence[Envelope]) -> Sequence[Reject | None]:
-        return [Reject("not-accepted", "this edge bridge takes no inbound envelopes")] * len(
-            envelopes
-        )
+        return [
+            Reject(RejectCode.NOT_ACCEPTED, "this edge bridge takes no inbound envelopes")
+        ] * len(envelopes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import NamedTuple
 
 from bridge.link.v1 import link_pb2 as pb
@@ -74,13 +75,41 @@ class Reject(NamedTuple):
     reason: str
 
 
-# Reject codes used by the link itself.
-LINK_LOST = "link-lost"
-CAPABILITY_NOT_ALLOWED = "capability-not-allowed"
-TOO_LARGE = "too-large"
-MALFORMED = "malformed"
-HANDLER_FAILED = "handler-failed"
-STORE_FAILED = "store-failed"
-STORE_REFUSED = "store-refused"  # JetStream refused this message for good (too large, say)
+class RejectCode(StrEnum):
+    """Every code a side of the link may refuse an envelope with: one definition each.
+
+    Codes cross the wire as their text (a ``StrEnum`` is a ``str``), so an older peer's code
+    compares equal; ``retriable`` says whether the sender keeps the message and tries again.
+    """
+
+    LINK_LOST = "link-lost"  # the stream ended before the answer
+    CAPABILITY_NOT_ALLOWED = "capability-not-allowed"  # the site may not send to it
+    TOO_LARGE = "too-large"
+    MALFORMED = "malformed"
+    HANDLER_FAILED = "handler-failed"  # the receiving side failed this time
+    STORE_FAILED = "store-failed"  # the cloud store did not take it this time (full, no leader)
+    STORE_REFUSED = "store-refused"  # JetStream refused this message for good (too large, say)
+    REVISION_REFUSED = "revision-refused"  # decided by a policy older than the gateway accepts
+    BAD_HEADER = "bad-header"
+    LEAK_GUARD = "leak-guard"  # the gateway's own leak guard found a class not permitted
+    NOT_ACCEPTED = "not-accepted"  # an edge that takes no inbound envelopes
+    TOKEN_SPENT = "token-spent"  # a reply token used by another reply already
+    BAD_TOKEN = "bad-token"
+    INBOUND_NOT_ALLOWED = "inbound-not-allowed"  # no inbound rule allows that local subject
+    BAD_PAYLOAD = "bad-payload"
+
+    @property
+    def retriable(self) -> bool:
+        return self in RETRIABLE
+
+
+# The names the link has always used, kept for its callers.
+LINK_LOST = RejectCode.LINK_LOST
+CAPABILITY_NOT_ALLOWED = RejectCode.CAPABILITY_NOT_ALLOWED
+TOO_LARGE = RejectCode.TOO_LARGE
+MALFORMED = RejectCode.MALFORMED
+HANDLER_FAILED = RejectCode.HANDLER_FAILED
+STORE_FAILED = RejectCode.STORE_FAILED
+STORE_REFUSED = RejectCode.STORE_REFUSED
 #: Refusals that say "not now" rather than "never": the sender keeps the message and retries.
-RETRIABLE = frozenset({LINK_LOST, HANDLER_FAILED, STORE_FAILED})
+RETRIABLE: frozenset[str] = frozenset({LINK_LOST, HANDLER_FAILED, STORE_FAILED})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -20,13 +20,12 @@ from bridge.policy.allowlist import FieldAllowlist
 from bridge.policy.detectors import BUILTIN_DETECTORS, Detector, DetectorSet, custom_detector
 from bridge.policy.keyring import CryptoKey, KeyRing
 from bridge.policy.leakguard import LeakGuard
-from bridge.policy.model import InboundRule, ReplyRule, ResidencyPolicy, Rule
+from bridge.policy.model import InboundRule, ReplyRule, ResidencyPolicy, Rule, Verdict
 from bridge.policy.paths import FieldPath
 from bridge.policy.payload import PayloadError, PayloadLimits, parse_payload
 from bridge.policy.subjects import SubjectPattern, reserved_subject_error, subject_error
 from bridge.policy.transforms import Applied, FieldTransform, reidentify_value, token_version
 
-Verdict = Literal["allow", "deny"]
 _SUBJECT_CACHE_LIMIT = 4096
 _CLASS_KEY = HEADER_CLASS.lower()
 _RANK = {name: rank for rank, name in enumerate(CLASSIFICATIONS)}

@@ -32,6 +32,22 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class NatsSection(Section):
+    """The runtime's NATS server and identity (the same for the edge and the gateway)."""
+
+    url: str = "nats://127.0.0.1:4222"
+    credentials: Path | None = Field(None, description="NATS user credentials file (.creds)")
+    nkey_seed: Path | None = Field(None, description="file holding an nkey seed")
+
+
+class TLSSection(Section):
+    """The runtime's certificate, its key and the pinned CA (PEM files)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 class StreamSection(Section):
     """How much one of the bridge's streams may hold; what is delivered is removed anyway."""
 

@@ -30,6 +30,18 @@ class StatusServer:
         self.port = port
         self._server: asyncio.Server | None = None
 
+    @classmethod
+    def at(
+        cls,
+        address: str,
+        registry: CollectorRegistry,
+        readiness: Readiness,
+        notes: Readiness | None = None,
+    ) -> StatusServer:
+        """A status server for a runtime's ``http`` setting (``host:port``, validated)."""
+        host, _, port = address.rpartition(":")
+        return cls(registry, readiness, host=host, port=int(port), notes=notes)
+
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]

@@ -64,3 +64,15 @@ def test_every_exception_of_the_package_is_in_the_tree_and_drawn() -> None:
             continue
         assert issubclass(value, RbridgeError), f"{attribute} is outside the tree"
         assert f" {attribute} " in drawn, f"{attribute} is not drawn in bridge/errors.py"
+
+
+def test_the_classifications_are_one_list() -> None:
+    """The policy model's type and the headers' list name the same classes, in rank order."""
+    import inspect
+    from typing import get_args
+
+    from bridge.contract import CLASSIFICATIONS
+    from bridge.policy import engine, model
+
+    assert get_args(model.Classification) == CLASSIFICATIONS
+    assert "Verdict = " not in inspect.getsource(engine)  # defined once, in the model
