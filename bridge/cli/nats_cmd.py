@@ -22,6 +22,20 @@ AGENT_DENIED_PUBLISH = (
     "$JS.API.STREAM.UPDATE.>",
     "$JS.API.STREAM.MSG.DELETE.>",
     "$JS.API.CONSUMER.DELETE.>",
+    # RB_OUT and RB_QUARANTINE hold other agents' raw messages, and under interest retention a
+    # consumer that never acks would keep RB_OUT full: only the bridge consumes or reads them.
+    *(
+        f"$JS.API.{api}.{stream}{tail}"
+        for stream in ("RB_OUT", "RB_QUARANTINE")
+        for api, tail in (
+            ("CONSUMER.CREATE", ""),
+            ("CONSUMER.CREATE", ".>"),
+            ("CONSUMER.DURABLE.CREATE", ".>"),
+            ("STREAM.MSG.GET", ""),
+            ("DIRECT.GET", ""),
+            ("DIRECT.GET", ".>"),
+        )
+    ),
     "rb.quarantine.>",
     # The bridge's record of spent reply tokens: an agent could otherwise delete an entry and
     # let a reply token be used twice.

@@ -62,6 +62,16 @@ async def test_rbridge_nats_nkeys_makes_the_identities_the_packaged_server_trust
         # A permission violation: the server drops the request, so no API answer comes.
         with pytest.raises(nats.errors.TimeoutError):
             await agents.jetstream().delete_stream("RB_OUT")
+        # Nor may an agent read the raw messages of RB_OUT or hold them with a consumer of its
+        # own (under interest retention one that never acks would keep the stream full).
+        agent_js = agents.jetstream(timeout=2)
+        with pytest.raises(nats.errors.TimeoutError):
+            await agent_js.add_consumer("RB_OUT", durable_name="snoop", filter_subject="rb.out.>")
+        with pytest.raises(nats.errors.TimeoutError):
+            await agent_js.get_msg("RB_OUT", 1)
+        with pytest.raises(nats.errors.TimeoutError):
+            await agent_js.pull_subscribe("rb.out.>", durable="snoop2", stream="RB_OUT")
+        assert [c.name for c in await bridge.jetstream().consumers_info("RB_OUT")] == []
         assert (await bridge.jetstream().stream_info("RB_OUT")).state.messages == 1
         await agents.close()
         await bridge.close()
