@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import Error as JetStreamError
@@ -21,8 +22,35 @@ from nats.js.kv import KeyValue
 
 from bridge.contract import HEADER_AGENT_ERROR
 
+H = TypeVar("H")
+
 HEADER_AGENT_SUBJECT = "Agent-Subject"
 HEADER_AGENT_ATTEMPTS = "Agent-Attempts"
+
+
+def check_agent_name(name: str) -> str:
+    """An agent's name is one subject token (it names its dead letters, consumers and buckets).
+
+    Raises ValueError naming the name otherwise.
+    """
+    if not name or any(char in name for char in ".*> \t\r\n"):
+        raise ValueError(f"agent name {name!r} must be one subject token (no '.', '*', '>')")
+    return name
+
+
+def registrar(handlers: dict[str, H], what: str) -> Callable[[str], Callable[[H], H]]:
+    """The decorator both SDKs register handlers with: one handler per ``what``."""
+
+    def for_key(key: str) -> Callable[[H], H]:
+        def register(handler: H) -> H:
+            if key in handlers:
+                raise ValueError(f"{what} {key!r} already has a handler")
+            handlers[key] = handler
+            return handler
+
+        return register
+
+    return for_key
 
 
 def dead_letter_headers(

@@ -46,7 +46,13 @@ from nats.js.errors import Error as JetStreamError
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from bridge.agentkit import bucket, dead_letter_headers, until_signalled
+from bridge.agentkit import (
+    bucket,
+    check_agent_name,
+    dead_letter_headers,
+    registrar,
+    until_signalled,
+)
 from bridge.contract import (
     HEADER_AGENT_ERROR,
     HEADER_CAPABILITY,
@@ -133,8 +139,7 @@ class CloudAgent:
         remember_seconds: float = 86_400,
         connect: Mapping[str, Any] | None = None,
     ) -> None:
-        if not name or any(ch in name for ch in ".*> \t\r\n"):
-            raise ValueError(f"agent name {name!r} must be one subject token (no '.', '*', '>')")
+        check_agent_name(name)
         self.name = name
         # Given here, else RBRIDGE_AGENT_NATS_URL / _NKEY / _CREDS, else the local default.
         self.identity = NatsIdentity.for_agents(nats_url, nkey_seed, credentials)
@@ -160,13 +165,7 @@ class CloudAgent:
         if not name or any(token in ("*", ">", "") for token in name.split(".")):
             raise ValueError(f"capability {name!r} must be a concrete subject")
 
-        def register(handler: CapabilityHandler) -> CapabilityHandler:
-            if name in self._handlers:
-                raise ValueError(f"capability {name!r} already has a handler")
-            self._handlers[name] = handler
-            return handler
-
-        return register
+        return registrar(self._handlers, "capability")(name)
 
     @property
     def nc(self) -> Client:

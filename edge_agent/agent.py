@@ -42,7 +42,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import APIError, NoStreamResponseError
 
-from bridge.agentkit import dead_letter_headers, until_signalled
+from bridge.agentkit import check_agent_name, dead_letter_headers, registrar, until_signalled
 from bridge.contract import (
     CLASSIFICATIONS,
     HEADER_AGENT_ERROR,
@@ -126,8 +126,7 @@ class Agent:
         connect_timeout: float = 10.0,
         connect: Mapping[str, Any] | None = None,
     ) -> None:
-        if not name or any(ch in name for ch in ".*> \t\r\n"):
-            raise ValueError(f"agent name {name!r} must be one subject token (no '.', '*', '>')")
+        check_agent_name(name)
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.name = name
@@ -163,13 +162,7 @@ class Agent:
         ...     return {"received": request.json()["claim_id"]}
         """
 
-        def register(handler: Handler) -> Handler:
-            if subject in self._handlers:
-                raise ValueError(f"{subject!r} already has a handler")
-            self._handlers[subject] = handler
-            return handler
-
-        return register
+        return registrar(self._handlers, "subject")(subject)
 
     @property
     def subjects(self) -> tuple[str, ...]:
