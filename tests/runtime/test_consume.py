@@ -205,17 +205,8 @@ async def test_the_runtimes_and_a_cloud_agent_ask_nothing_at_idle_beyond_one_req
     """The edge bridge, the gateway's reply pump and a cloud agent, linked and idle: watched on
     both servers, each consumer sends one standing pull request and then nothing for the
     window (the fetch loops they replaced asked every 5 ms)."""
-    from cloud_agent import CloudAgent, CloudRequest
-
-    await world.start_gateway()
-    edge = await world.start_edge()
-    await edge.links["cloud-eu"].wait_up(20)
-    agent = CloudAgent("parser", nats_url=world.cloud_nats.url)
-
-    @agent.capability("docs.parse")
-    async def parse(request: CloudRequest) -> dict[str, object]:
-        return {}
-
+    await world.start_linked()
+    agent = world.parser()
     await agent.start()
     seen: dict[str, int] = {}
     watchers = []

@@ -11,7 +11,6 @@ import subprocess
 
 import pytest
 
-from cloud_agent import CloudAgent, CloudRequest
 from edge_agent import Agent, Denied
 from edge_agent.examples.samples import claim, health_record
 from tests.conftest import ROOT
@@ -54,15 +53,8 @@ def value(exposition: str, name: str, labels: str) -> float:
 async def test_documented_metrics_exist_move_with_traffic_and_pass_promtool(
     world: World,
 ) -> None:
-    gateway = await world.start_gateway()
-    edge = await world.start_edge()
-    await edge.links["cloud-eu"].wait_up(20)
-    agent = CloudAgent("parser", nats_url=world.cloud_nats.url)
-
-    @agent.capability("docs.parse")
-    async def parse(request: CloudRequest) -> dict[str, object]:
-        return {"claimant": request.payload.get("claimant")}
-
+    gateway, edge = await world.start_linked()
+    agent = world.parser()
     await agent.start()
     rng = random.Random(13)
     try:

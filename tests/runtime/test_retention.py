@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any
 
 import nats
 import orjson
@@ -12,7 +11,6 @@ import pytest
 from nats.js import api
 
 from bridge.runtime.streams import StreamConfigError
-from cloud_agent import CloudAgent, CloudRequest
 from edge_agent import Agent, Denied, Unavailable
 from edge_agent.examples.samples import claim
 from tests.eventually import eventually
@@ -45,17 +43,6 @@ async def all_empty(world: World) -> bool:
     return True
 
 
-def parser(world: World, seen: list[str]) -> CloudAgent:
-    agent = CloudAgent("parser", nats_url=world.cloud_nats.url)
-
-    @agent.capability("docs.parse")
-    async def parse(request: CloudRequest) -> dict[str, Any]:
-        seen.append(request.msg_id)
-        return {"claim_id": request.payload.get("claim_id")}
-
-    return agent
-
-
 async def test_what_is_delivered_is_stored_nowhere_and_a_resend_is_still_a_duplicate(
     world: World,
 ) -> None:
@@ -63,11 +50,9 @@ async def test_what_is_delivered_is_stored_nowhere_and_a_resend_is_still_a_dupli
     of them; every request reached the cloud agent once; and a resend with a delivered
     message's id, after the message itself was removed, is still recognised as a duplicate on
     both sides (JetStream keeps ids for the duplicate window apart from the messages)."""
-    await world.start_gateway()
-    edge = await world.start_edge()
-    await edge.links["cloud-eu"].wait_up(20)
+    await world.start_linked()
     seen: list[str] = []
-    cloud = parser(world, seen)
+    cloud = world.parser(seen)
     await cloud.start()
     rng = random.Random(14)
     claims = [claim(number, rng) for number in range(40)]
@@ -114,9 +99,7 @@ async def test_requests_for_a_capability_nobody_consumes_yet_wait_for_its_first_
 ) -> None:
     """Interest retention drops what no consumer wants: the gateway holds a capability that has
     no cloud agent yet, the requests wait, the first agent gets them all, then the hold goes."""
-    gateway = await world.start_gateway()
-    edge = await world.start_edge()
-    await edge.links["cloud-eu"].wait_up(20)
+    gateway, _ = await world.start_linked()
     rng = random.Random(15)
     async with Agent("desk", nats_url=world.edge_nats.url) as desk:
         for n in range(12):
@@ -131,7 +114,7 @@ async def test_requests_for_a_capability_nobody_consumes_yet_wait_for_its_first_
     assert [n for n in await consumer_names(world, "RB_IN") if n.startswith("hold-")]
 
     seen: list[str] = []
-    cloud = parser(world, seen)
+    cloud = world.parser(seen)
     await cloud.start()
     try:
 
@@ -197,7 +180,7 @@ async def test_a_full_stream_refuses_new_messages_loses_none_and_the_flow_resume
     assert waiting > 0
 
     seen: list[str] = []
-    cloud = parser(world, seen)
+    cloud = world.parser(seen)
     await cloud.start()
     try:
 
@@ -257,9 +240,7 @@ async def test_streams_of_the_previous_version_are_converted_and_nothing_waiting
         await edge_client.close()
         await cloud_client.close()
 
-    await world.start_gateway()
-    edge = await world.start_edge()
-    await edge.links["cloud-eu"].wait_up(20)
+    await world.start_linked()
 
     async def forwarded() -> bool:
         return (await stream_state(world, "cloud", "RB_IN")).last_seq == 10
@@ -267,7 +248,7 @@ async def test_streams_of_the_previous_version_are_converted_and_nothing_waiting
     await eventually(forwarded, "the waiting claims forwarded")
     assert (await stream_state(world, "cloud", "RB_IN")).messages == 10  # the old four held
     seen: list[str] = []
-    cloud = parser(world, seen)
+    cloud = world.parser(seen)
     await cloud.start()
     try:
 

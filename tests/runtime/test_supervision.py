@@ -7,7 +7,6 @@ import random
 import nats
 from nats.js.errors import NotFoundError
 
-from cloud_agent import CloudAgent, CloudRequest
 from edge_agent import Agent
 from edge_agent.examples.samples import claim
 from tests.eventually import eventually
@@ -18,15 +17,8 @@ async def test_every_consumer_deleted_under_a_running_bridge_comes_back(world: W
     """The edge's consumer on RB_OUT, the gateway's reply consumer and the cloud agent's
     consumer are deleted while the bridge runs (an operator's mistake, a server that lost its
     state): each loop notices, makes its consumer again, and the next request is answered."""
-    await world.start_gateway()
-    edge = await world.start_edge()
-    await edge.links["cloud-eu"].wait_up(20)
-    agent = CloudAgent("parser", nats_url=world.cloud_nats.url)
-
-    @agent.capability("docs.parse")
-    async def parse(request: CloudRequest) -> dict[str, object]:
-        return {"claim_id": request.payload.get("claim_id")}
-
+    _, edge = await world.start_linked()
+    agent = world.parser()
     await agent.start()
     rng = random.Random(10)
     try:

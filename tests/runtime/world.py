@@ -17,6 +17,7 @@ from bridge.edge.app import EdgeApp
 from bridge.edge.config import EdgeSettings
 from bridge.keys import FileKeyStore
 from bridge.natsserver import NatsServer
+from cloud_agent import CloudAgent, CloudRequest
 from tests.conftest import POLICIES
 from tests.link.helpers import TRUST_DOMAIN, Pki
 from tests.runtime.test_cloud import cloud_settings
@@ -78,6 +79,27 @@ class World:
         await app.start()
         self.edges.append(app)
         return app
+
+    async def start_linked(self) -> tuple[CloudGateway, EdgeApp]:
+        """A gateway and an edge bridge, the edge's link to it up."""
+        gateway = await self.start_gateway()
+        edge = await self.start_edge()
+        await edge.links["cloud-eu"].wait_up(20)
+        return gateway, edge
+
+    def parser(self, seen: list[str] | None = None) -> CloudAgent:
+        """A cloud agent serving docs.parse (not started): it notes each request's id in
+        ``seen`` and answers with the claim's id and claimant."""
+        agent = CloudAgent("parser", nats_url=self.cloud_nats.url)
+
+        @agent.capability("docs.parse")
+        async def parse(request: CloudRequest) -> dict[str, Any]:
+            if seen is not None:
+                seen.append(request.msg_id)
+            payload = request.payload
+            return {"claim_id": payload.get("claim_id"), "claimant": payload.get("claimant")}
+
+        return agent
 
     def write_config(self, name: str, settings: Any) -> Path:
         """Settings as a YAML file, for a runtime started as its own process."""
