@@ -61,3 +61,34 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     server.start()
     yield server
     server.kill()
+
+
+# --- the "servers" marker ------------------------------------------------------------------
+# A test that starts a process (a nats-server, the rbridge CLI, an agent) is marked "servers";
+# ``scripts/check --fast`` leaves those out. Tests using a fixture that starts one are marked
+# here; any other test that starts a process without the mark fails, so the mark stays true.
+
+SERVER_FIXTURES = frozenset({"nats_server", "world"})
+_MARKED = ("servers", "slow", "deploy")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
+
+@pytest.fixture(autouse=True)
+def _processes_need_the_servers_mark(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if any(request.node.get_closest_marker(name) for name in _MARKED):
+        return
+    import subprocess
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} starts a process: mark it servers (pytest.mark.servers)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)

@@ -10,6 +10,7 @@ import pytest
 from bridge.natsserver import NatsServer, NatsServerError
 
 
+@pytest.mark.servers
 async def test_a_real_server_with_jetstream_survives_a_restart(tmp_path: Path) -> None:
     """Messages stored in a file stream are still there after a restart on the same port."""
     server = NatsServer(tmp_path / "n", sync_interval="always")
@@ -31,6 +32,7 @@ async def test_a_real_server_with_jetstream_survives_a_restart(tmp_path: Path) -
         server.kill()
 
 
+@pytest.mark.servers
 def test_a_server_that_cannot_start_says_where_to_look(tmp_path: Path) -> None:
     """A broken configuration is a clear error naming the log file."""
     server = NatsServer(tmp_path / "bad", extra_config="this is { not valid")

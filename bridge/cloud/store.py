@@ -31,17 +31,13 @@ from bridge.link import Envelope, Reject, SiteIdentity
 from bridge.link.envelope import STORE_FAILED, STORE_REFUSED, RejectCode
 from bridge.policy.detectors import BUILTIN_DETECTORS, DetectorSet
 from bridge.policy.leakguard import LeakGuard
+from bridge.policy.reasons import Reason, ReasonKind
 from bridge.policy.subjects import SubjectPattern
 from bridge.runtime.headers import header_problem, passthrough
+from bridge.runtime.ports import Publisher
 from bridge.runtime.publisher import PERMANENT_PREFIX
 
 log = logging.getLogger("rbridge.cloud.store")
-
-
-class Publisher(Protocol):
-    async def publish_many(
-        self, items: Sequence[tuple[str, bytes, Mapping[str, str]]]
-    ) -> list[str | None]: ...
 
 
 class Interest(Protocol):
@@ -178,7 +174,11 @@ class CloudStore:
                 "cloud leak guard refused an envelope from site %s: class %s",
                 site.site,
                 found,
-                extra={"msg_id": envelope.id, "site": site.site, "reason": f"leak-guard:{found}"},
+                extra={
+                    "msg_id": envelope.id,
+                    "site": site.site,
+                    "reason": Reason.of(ReasonKind.LEAK_GUARD, found),
+                },
             )
             return Reject(RejectCode.LEAK_GUARD, f"the payload holds a value of class {found!r}")
         return None

@@ -128,7 +128,7 @@ class EdgeApp:
                 ),
             )
         self.bridge = EdgeBridge(
-            site=settings.site, nc=self.nc, js=self.js, policy=self.policy, audit=self.audit, links=self.links,
+            site=settings.site, nc=self.nc, publisher=self.publisher, policy=self.policy, audit=self.audit, links=self.links,
             tokens=tokens, metrics=self.metrics, quarantine=settings.quarantine.enabled,
             reply_subjects=ReplySubjects(settings.replies.subjects),
             spent=await JetStreamSpentTokens.open(

@@ -16,14 +16,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.errors import NotJSMessageError
-from nats.js import JetStreamContext
 
 from bridge.audit import AuditTrail, AuditWriteError
+from bridge.audit.records import CloudRefusalRecord, DecisionRecord, InboundRecord
 from bridge.audit.trail import digest
 from bridge.contract import (
     HEADER_DETAIL,
@@ -50,13 +48,16 @@ from bridge.link import EdgeLink, Envelope, Reject
 from bridge.link.envelope import LINK_LOST, RETRIABLE, RejectCode
 from bridge.policy import Decision, Message
 from bridge.policy.payload import PayloadError
+from bridge.policy.reasons import Reason, ReasonKind
 from bridge.policy.subjects import subject_error
 from bridge.runtime.background import Background
 from bridge.runtime.headers import header_problem, passthrough
+from bridge.runtime.ports import Bus, Publisher, Pulled
 
 log = logging.getLogger("rbridge.edge")
 QUARANTINE_PREFIX = "rb.quarantine."
 _REPLY_TO_KEY = HEADER_REPLY_TO.lower()
+_BAD_HEADER = Reason.of(ReasonKind.BAD_HEADER)
 
 
 class Delivery(NamedTuple):
@@ -86,7 +87,7 @@ _D = TypeVar("_D")
 class Pending:
     """What the link's answer for one envelope needs: the message to ack and when it was pulled."""
 
-    message: Msg
+    message: Pulled
     pulled: float
     capability: str
     reply_to: str
@@ -96,18 +97,18 @@ class Settlement:
     """Acks, naks and terms gathered from callbacks and sent by one task, in order."""
 
     def __init__(self) -> None:
-        self._queue: list[tuple[str, Msg, float | None]] = []
+        self._queue: list[tuple[str, Pulled, float | None]] = []
         self._ready = asyncio.Event()
 
-    def ack(self, message: Msg) -> None:
+    def ack(self, message: Pulled) -> None:
         self._queue.append(("ack", message, None))
         self._ready.set()
 
-    def nak(self, message: Msg, delay: float | None = None) -> None:
+    def nak(self, message: Pulled, delay: float | None = None) -> None:
         self._queue.append(("nak", message, delay))
         self._ready.set()
 
-    def term(self, message: Msg) -> None:
+    def term(self, message: Pulled) -> None:
         self._queue.append(("term", message, None))
         self._ready.set()
 
@@ -141,8 +142,8 @@ class EdgeBridge:
         self,
         *,
         site: str,
-        nc: Client,
-        js: JetStreamContext,
+        nc: Bus,
+        publisher: Publisher,
         policy: PolicySource,
         audit: AuditTrail,
         links: Mapping[str, EdgeLink],
@@ -154,7 +155,7 @@ class EdgeBridge:
     ) -> None:
         self.site = site
         self.nc = nc
-        self.js = js
+        self.publisher = publisher
         self.policy = policy
         self.audit = audit
         self.links = links
@@ -169,16 +170,17 @@ class EdgeBridge:
 
     # --- outbound ------------------------------------------------------------------------
 
-    async def process(self, messages: Sequence[Msg]) -> None:
+    async def process(self, messages: Sequence[Pulled]) -> None:
         """Decide, audit, then forward / deny / put back one batch of RB_OUT messages."""
         loaded = self.policy.current
         assert loaded is not None
         engine = loaded.engine
         now = time.monotonic()
-        records: list[dict[str, Any]] = []
+        records: list[DecisionRecord] = []
+        decisions: list[Decision] = []
         forwards: dict[str, list[tuple[Envelope, Any]]] = {}
-        denied: list[tuple[Msg, Decision, str]] = []
-        waiting: list[Msg] = []
+        denied: list[tuple[Pulled, Decision, str]] = []
+        waiting: list[Pulled] = []
         up = {name for name, link in self.links.items() if link.state == "up"}
         for message in messages:
             capability = (
@@ -191,7 +193,7 @@ class EdgeBridge:
             problem = header_problem(headers)
             if problem is not None:
                 decision = Decision(
-                    "deny", "bad-header", None, engine.name, loaded.revision, detail=problem
+                    "deny", _BAD_HEADER, None, engine.name, loaded.revision, detail=problem
                 )
             else:
                 decision = engine.evaluate(Message(capability, message.data, headers))
@@ -227,6 +229,7 @@ class EdgeBridge:
             if reply_refused:
                 record["reply"] = reply_refused
             records.append(record)
+            decisions.append(decision)
         try:
             self.audit.append(records)
         except AuditWriteError as error:
@@ -235,7 +238,7 @@ class EdgeBridge:
             for message in messages:
                 self.settlement.nak(message, delay=1.0)
             return
-        self._count(records)
+        self._count(decisions)
         for destination, items in forwards.items():
             await self.links[destination].send_many(items)
         for message, decision, reply_to in denied:
@@ -249,7 +252,7 @@ class EdgeBridge:
     def _reply_route(self, headers: Mapping[str, str], decision: Decision) -> tuple[str, str]:
         """The reply subject the bridge may publish on for this message ("" if none), and why
         a given one was refused ("" if it was not)."""
-        if decision.reason == "bad-header":
+        if decision.reason == _BAD_HEADER:  # (a string compare: this runs for every message)
             # Headers the bridge will not read, reply subject included; the engine also denies
             # two spellings of one Rb-* header this way, so below there is at most one.
             return "", ""
@@ -264,7 +267,7 @@ class EdgeBridge:
             return "", refusal
         return reply_to, ""
 
-    def _message_id(self, message: Msg, headers: Mapping[str, str]) -> str:
+    def _message_id(self, message: Pulled, headers: Mapping[str, str]) -> str:
         given = headers.get(HEADER_MSG_ID, "")
         if given and len(given) <= 128 and given.isprintable() and " " not in given:
             return f"{self.site}/{given}"
@@ -272,7 +275,7 @@ class EdgeBridge:
 
     def _record(
         self, msg_id: str, capability: str, decision: Decision, destination: str | None, data: bytes
-    ) -> dict[str, Any]:
+    ) -> DecisionRecord:
         return {
             "direction": "outbound",
             "site": self.site,
@@ -294,35 +297,33 @@ class EdgeBridge:
             "revision": decision.revision,
         }
 
-    def _count(self, records: list[dict[str, Any]]) -> None:
+    def _count(self, decisions: Sequence[Decision]) -> None:
         # Tally per batch first: a labelled child lookup costs more than the increment.
-        decisions: dict[tuple[str, str], int] = {}
+        verdicts: dict[tuple[str, str], int] = {}
         actions: dict[str, int] = {}
         leaks: dict[str, int] = {}
-        for record in records:
-            key = (record["decision"], record["rule"] or "none")
-            decisions[key] = decisions.get(key, 0) + 1
-            for transform in record["transforms"]:
-                actions[transform["action"]] = (
-                    actions.get(transform["action"], 0) + transform["places"]
-                )
-            if record["reason"].startswith("leak-guard:"):
-                detector = record["reason"][len("leak-guard:") :]
-                leaks[detector] = leaks.get(detector, 0) + 1
+        for decision in decisions:
+            key = (decision.verdict, decision.rule or "none")
+            verdicts[key] = verdicts.get(key, 0) + 1
+            for applied in decision.transforms:
+                if applied.places:
+                    actions[applied.action] = actions.get(applied.action, 0) + applied.places
+            if not decision.allowed and decision.reason.kind is ReasonKind.LEAK_GUARD:
+                leaks[decision.reason.detail] = leaks.get(decision.reason.detail, 0) + 1
         metrics = self.metrics
-        for (decision, rule), count in decisions.items():
-            metrics.messages.labels("outbound", decision, rule).inc(count)
+        for (verdict, rule), count in verdicts.items():
+            metrics.messages.labels("outbound", verdict, rule).inc(count)
         for action, count in actions.items():
             metrics.transforms.labels(action).inc(count)
         for detector, count in leaks.items():
             metrics.leak_hits.labels(detector).inc(count)
 
-    async def _deny(self, message: Msg, decision: Decision, reply_to: str) -> None:
+    async def _deny(self, message: Pulled, decision: Decision, reply_to: str) -> None:
         self.settlement.term(message)
         await self._quarantine(message, decision.reason, decision.rule or "")
         await self._notify(reply_to, decision)
 
-    async def _quarantine(self, message: Msg, reason: str, rule: str) -> None:
+    async def _quarantine(self, message: Pulled, reason: Reason, rule: str) -> None:
         """A copy of a message that will not leave (denied, or refused by the cloud for good),
         with why, in RB_QUARANTINE for review: when quarantine is enabled."""
         if not self.quarantine:
@@ -334,9 +335,11 @@ class EdgeBridge:
             capability if subject_error(capability, pattern=False) is None else "invalid"
         )
         try:
-            await self.js.publish(subject, message.data, headers=headers, timeout=5)
+            (problem,) = await self.publisher.publish_many([(subject, message.data, headers)])
         except Exception as error:
-            log.error("could not quarantine a message: %s", type(error).__name__)
+            problem = type(error).__name__
+        if problem is not None:
+            log.error("could not quarantine a message: %s", problem[:200])
 
     async def _notify(self, reply_to: str, decision: Decision) -> None:
         # Only ever a subject _reply_route vetted (the audit holds why others were refused).
@@ -373,19 +376,21 @@ class EdgeBridge:
             reject.reason[:300],
             extra={"msg_id": envelope.id, "code": reject.code},
         )
+        reason = Reason.of(ReasonKind.CLOUD, reject.code)
+        record: CloudRefusalRecord = {
+            "direction": "outbound", "site": self.site, "msg_id": envelope.id,
+            "subject": envelope.capability, "decision": "refused-by-cloud", "rule": envelope.rule,
+            "reason": reason, "policy": self.policy.engine.name, "revision": envelope.policy_revision,
+        }  # fmt: skip
         try:
-            self.audit.append([{"direction": "outbound", "site": self.site, "msg_id": envelope.id, "subject": envelope.capability,
-                                "decision": "refused-by-cloud", "rule": envelope.rule, "reason": f"cloud:{reject.code}",
-                                "policy": self.policy.engine.name, "revision": envelope.policy_revision}])  # fmt: skip
+            self.audit.append([record])
         except AuditWriteError:
             self.metrics.audit_errors.inc()
         self.settlement.term(pending.message)
-        self.background.spawn(
-            self._quarantine(pending.message, f"cloud:{reject.code}", envelope.rule)
-        )
+        self.background.spawn(self._quarantine(pending.message, reason, envelope.rule))
         if pending.reply_to:
             decision = Decision(
-                "deny", f"cloud:{reject.code}", envelope.rule, "", envelope.policy_revision,
+                "deny", reason, envelope.rule, "", envelope.policy_revision,
                 detail=f"the gateway said: {reject.reason}",
             )  # fmt: skip
             self.background.spawn(self._notify(pending.reply_to, decision))
@@ -413,7 +418,7 @@ class EdgeBridge:
             await self._spend(spending, outcomes)
         answers: list[Reject | None] = []
         deliveries: list[Delivery] = []
-        records: list[dict[str, Any]] = []
+        records: list[InboundRecord] = []
         for envelope, outcome in zip(envelopes, outcomes, strict=True):
             if isinstance(outcome, Refused):
                 answers.append(outcome.reject)
@@ -503,17 +508,23 @@ class EdgeBridge:
             return evaluate(subject, envelope.payload)
         except PayloadError as error:
             raise Refused(
-                Reject(RejectCode.BAD_PAYLOAD, error.detail), f"payload:{error.code}"
+                Reject(RejectCode.BAD_PAYLOAD, error.detail),
+                Reason.of(ReasonKind.PAYLOAD, error.code),
             ) from None
         except Exception as error:  # refuse this envelope alone, never the batch around it
-            reason = f"error:{type(error).__name__}"
+            reason = Reason.of(ReasonKind.ERROR, type(error).__name__)
             raise Refused(
                 Reject(RejectCode.BAD_PAYLOAD, "the edge could not read it"), reason
             ) from None
 
     def _inbound_record(
-        self, envelope: Envelope, decision: str, reason: str, rule: str | None, reidentified: int
-    ) -> dict[str, Any]:
+        self,
+        envelope: Envelope,
+        decision: Literal["delivered", "refused"],
+        reason: str,
+        rule: str | None,
+        reidentified: int,
+    ) -> InboundRecord:
         return {
             "direction": "inbound",
             "site": self.site,
@@ -529,7 +540,7 @@ class EdgeBridge:
         }
 
 
-def _retry_delay(reject: Reject, message: Msg) -> float:
+def _retry_delay(reject: Reject, message: Pulled) -> float:
     if reject.code == LINK_LOST:
         return 0.5
     try:

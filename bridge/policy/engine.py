@@ -23,6 +23,7 @@ from bridge.policy.leakguard import LeakGuard
 from bridge.policy.model import InboundRule, ReplyRule, ResidencyPolicy, Rule, Verdict
 from bridge.policy.paths import FieldPath
 from bridge.policy.payload import PayloadError, PayloadLimits, parse_payload
+from bridge.policy.reasons import Reason, ReasonKind
 from bridge.policy.subjects import SubjectPattern, reserved_subject_error, subject_error
 from bridge.policy.transforms import Applied, FieldTransform, reidentify_value, token_version
 
@@ -50,7 +51,7 @@ class Decision(NamedTuple):
     """
 
     verdict: Verdict
-    reason: str
+    reason: Reason
     rule: str | None
     policy: str
     revision: int
@@ -75,7 +76,8 @@ class CompiledRule:
     destinations: tuple[str, ...]
     transforms: tuple[FieldTransform, ...]
     permit: frozenset[str]
-    keep: FieldAllowlist | None = None
+    keep: FieldAllowlist | None
+    reason: Reason  # rule:<name>, made once here rather than per message
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +170,7 @@ class Engine:
             transforms,
             frozenset(rule.permit),
             FieldAllowlist(FieldPath.parse(p) for p in rule.keep) if rule.keep else None,
+            Reason.of(ReasonKind.RULE, rule.name),
         )
 
     # --- outbound ------------------------------------------------------------------------
@@ -217,11 +220,14 @@ class Engine:
             return self._evaluate(message)
         except Exception as error:  # fail closed, whatever went wrong
             return self._deny(
-                f"error:{type(error).__name__}", None, None, "internal error while deciding"
+                Reason.of(ReasonKind.ERROR, type(error).__name__),
+                None,
+                None,
+                "internal error while deciding",
             )
 
     def _deny(
-        self, reason: str, rule: str | None, classification: str | None, detail: str = ""
+        self, reason: Reason, rule: str | None, classification: str | None, detail: str = ""
     ) -> Decision:
         return Decision(
             "deny", reason, rule, self.name, self.revision, classification, detail=detail
@@ -231,10 +237,10 @@ class Engine:
         try:
             classification = self.classify(message.headers)
         except HeaderConflict as conflict:
-            return self._deny("bad-header", None, None, str(conflict))
+            return self._deny(Reason.of(ReasonKind.BAD_HEADER), None, None, str(conflict))
         if classification is None:
             return self._deny(
-                "bad-classification",
+                Reason.of(ReasonKind.BAD_CLASSIFICATION),
                 None,
                 None,
                 f"{HEADER_CLASS} must be one of {', '.join(CLASSIFICATIONS)}",
@@ -242,7 +248,10 @@ class Engine:
         found = self._subject(message.subject)
         if found is None:
             return self._deny(
-                "bad-subject", None, classification, "the subject is not a valid NATS subject"
+                Reason.of(ReasonKind.BAD_SUBJECT),
+                None,
+                classification,
+                "the subject is not a valid NATS subject",
             )
         rules, floor = found
         if _RANK[classification] < floor:
@@ -253,17 +262,18 @@ class Engine:
                 break
         else:
             return self._deny(
-                "no-matching-rule",
+                Reason.of(ReasonKind.NO_MATCHING_RULE),
                 None,
                 classification,
                 "no rule matches; nothing leaves by default",
             )
         if not rule.allow:
-            return self._deny(f"rule:{rule.name}", rule.name, classification, "denied by rule")
+            return self._deny(rule.reason, rule.name, classification, "denied by rule")
         try:
             document = parse_payload(message.payload, self.limits)
         except PayloadError as error:
-            return self._deny(f"payload:{error.code}", rule.name, classification, error.detail)
+            reason = Reason.of(ReasonKind.PAYLOAD, error.code)
+            return self._deny(reason, rule.name, classification, error.detail)
         kept = () if rule.keep is None else (Applied(KEEP_PATH, "drop", rule.keep.prune(document)),)
         applied = kept + tuple(
             Applied(t.path.text, t.action, t.apply(document)) for t in rule.transforms
@@ -272,11 +282,11 @@ class Engine:
         leaked = self.first_unpermitted(output, rule.permit)
         if leaked is not None:
             return Decision(
-                "deny", f"leak-guard:{leaked}", rule.name, self.name, self.revision, classification,
+                "deny", Reason.of(ReasonKind.LEAK_GUARD, leaked), rule.name, self.name, self.revision, classification,
                 transforms=applied, detail=f"the output still holds a value of class {leaked!r}",
             )  # fmt: skip
         return Decision(
-            "allow", f"rule:{rule.name}", rule.name, self.name, self.revision, classification,
+            "allow", rule.reason, rule.name, self.name, self.revision, classification,
             rule.destinations, applied, output,
         )  # fmt: skip
 

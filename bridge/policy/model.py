@@ -253,7 +253,7 @@ class TransformExpectation(_Model):
 class Expect(_Model):
     decision: Verdict
     rule: str | None = Field(None, description="Name of the rule expected to decide.")
-    reason: str | None = Field(None, description="Expected reason, e.g. 'leak-guard:email'.")
+    reason: str | None = Field(None, description="Expected reason, e.g. leak-guard:email.")
     destination: str | None = Field(
         None, description="A destination expected among the allowed ones."
     )

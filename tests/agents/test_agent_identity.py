@@ -33,6 +33,7 @@ def secured(tmp_path: Path) -> Iterator[tuple[NatsServer, Path]]:
     server.kill()
 
 
+@pytest.mark.servers
 async def test_the_environment_gives_an_agent_its_identity(
     secured: tuple[NatsServer, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -48,6 +49,7 @@ async def test_the_environment_gives_an_agent_its_identity(
     await cloud.stop()
 
 
+@pytest.mark.servers
 async def test_without_the_nkey_the_refusal_says_what_to_pass(
     secured: tuple[NatsServer, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -88,6 +90,7 @@ def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.servers
 def test_rbridge_agents_takes_the_identity_and_explains_a_refusal(
     secured: tuple[NatsServer, Path],
 ) -> None:
@@ -106,6 +109,7 @@ def test_rbridge_agents_takes_the_identity_and_explains_a_refusal(
     assert by_env.returncode == 0, by_env.stderr
 
 
+@pytest.mark.servers
 def test_the_example_agents_fail_in_one_line_without_the_identity(
     secured: tuple[NatsServer, Path],
 ) -> None:
@@ -119,6 +123,7 @@ def test_the_example_agents_fail_in_one_line_without_the_identity(
         assert "authorization refused" in result.stderr.splitlines()[-1]
 
 
+@pytest.mark.servers
 def test_a_missing_nkey_file_is_named(tmp_path: Path) -> None:
     result = run(str(RBRIDGE), "agents", "--nkey", str(tmp_path / "absent.nk"), env={})
     assert result.returncode != 0

@@ -28,6 +28,7 @@ from edge_agent import (
     Unavailable,
     agent_statuses,
 )
+from tests.eventually import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -259,9 +260,12 @@ async def test_rbridge_agents_lists_them_and_fails_when_one_went_silent(
         assert "work.echo" in listed.stdout
         doomed.kill()
         doomed.wait()
-    await asyncio.sleep(0.8)
+
+    async def gone_silent() -> bool:  # its last heartbeat ages past the silence limit
+        return (await asyncio.to_thread(agents_command, "--json")).returncode == 1
+
+    await eventually(gone_silent, "the killed agent listed as silent", timeout=30)
     silent = await asyncio.to_thread(agents_command, "--json")
-    assert silent.returncode == 1
     (line,) = silent.stdout.splitlines()
     assert orjson.loads(line)["state"] == "silent"
     unreachable = await asyncio.to_thread(

@@ -207,6 +207,7 @@ def test_an_empty_directory_is_a_problem(tmp_path: Path) -> None:
     assert verify_paths([tmp_path]).problems == ["no audit files found"]
 
 
+@pytest.mark.servers
 def test_a_second_writer_of_one_trail_is_refused(tmp_path: Path) -> None:
     """Two processes on one directory would interleave records: the second is refused, by name,
     and the first goes on; once the first is closed, the trail can be opened again."""

@@ -36,6 +36,7 @@ def run(
     return result
 
 
+@pytest.mark.servers
 def test_check_accepts_the_bundled_policies() -> None:
     """Valid policies: exit 0 and one ok line per file."""
     result = run("policy", "check", POLICIES)
@@ -43,6 +44,7 @@ def test_check_accepts_the_bundled_policies() -> None:
     assert result.stdout.count("ok: ") == 4
 
 
+@pytest.mark.servers
 def test_check_lists_every_problem_and_exits_1() -> None:
     """An invalid policy: every problem as file:line:col: code: message, then a count."""
     result = run("policy", "check", "tests/data/broken.yaml")
@@ -52,6 +54,7 @@ def test_check_lists_every_problem_and_exits_1() -> None:
     assert lines[-1] == "rbridge policy check: 14 problems found"
 
 
+@pytest.mark.servers
 def test_check_with_a_key_store_needs_every_key(tmp_path: Path) -> None:
     """--keys also checks that the store holds the keys the policy names."""
     keys = tmp_path / "keys"
@@ -63,6 +66,7 @@ def test_check_with_a_key_store_needs_every_key(tmp_path: Path) -> None:
     assert run("policy", "check", POLICIES / "claims.yaml", "--keys", keys).returncode == 0
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize(
     "args",
     [
@@ -102,6 +106,7 @@ def test_usage_errors_are_one_line_and_exit_2(args: list[str]) -> None:
     assert "error:" in result.stderr
 
 
+@pytest.mark.servers
 def test_test_runs_the_cases_of_every_bundled_policy() -> None:
     """All bundled cases pass; the summary line counts them."""
     result = run("policy", "test", POLICIES)
@@ -109,6 +114,7 @@ def test_test_runs_the_cases_of_every_bundled_policy() -> None:
     assert result.stdout.splitlines()[-1] == "28 passed, 0 failed"
 
 
+@pytest.mark.servers
 def test_test_reports_failures_with_a_diff_and_unexercised_rules(tmp_path: Path) -> None:
     """A failing case: a FAIL line with its place, the differences, exit 1."""
     text = (
@@ -141,6 +147,7 @@ def explain_json(*extra: str | Path, stdin: bytes | None = None) -> dict[str, ob
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
+@pytest.mark.servers
 def test_explain_json_shows_the_decision_and_the_output() -> None:
     """--json: decision, rule, destination, reason, transforms and the output payload."""
     shown = explain_json(
@@ -163,6 +170,7 @@ def test_explain_json_shows_the_decision_and_the_output() -> None:
     assert [t["outcome"] for t in shown["trace"]] == ["skipped", "skipped", "decided"]  # type: ignore[attr-defined]
 
 
+@pytest.mark.servers
 def test_explain_a_deny_has_no_payload_and_reads_stdin() -> None:
     """A denied message shows its rule and reason and a null payload; '-' reads stdin."""
     shown = explain_json(
@@ -175,12 +183,14 @@ def test_explain_a_deny_has_no_payload_and_reads_stdin() -> None:
     )
 
 
+@pytest.mark.servers
 def test_explain_garbage_payload_is_a_deny_with_its_reason() -> None:
     """A payload that is not JSON is explained as a deny, not a crash."""
     shown = explain_json("--subject", "docs.parse", "--payload", "-", stdin=b"\xff\xfe garbage")
     assert (shown["decision"], shown["reason"]) == ("deny", "payload:not-utf8")
 
 
+@pytest.mark.servers
 def test_explain_human_output_puts_input_next_to_output() -> None:
     """Without --json: the rules tried, the decision, and each field before and after."""
     result = run(
@@ -213,6 +223,7 @@ def test_explain_human_output_puts_input_next_to_output() -> None:
     )
 
 
+@pytest.mark.servers
 def test_explain_with_a_key_store_is_stable_across_runs(tmp_path: Path) -> None:
     """With --keys, hashes and tokens come from the store: the same in every run."""
     keys = tmp_path / "keys"
@@ -223,6 +234,7 @@ def test_explain_with_a_key_store_is_stable_across_runs(tmp_path: Path) -> None:
     assert first["payload"] == second["payload"]
 
 
+@pytest.mark.servers
 def test_schema_prints_the_committed_schema() -> None:
     """rbridge policy schema prints what policies/schema/ holds."""
     result = run("policy", "schema")
@@ -230,6 +242,7 @@ def test_schema_prints_the_committed_schema() -> None:
     assert result.stdout == schema_text()
 
 
+@pytest.mark.servers
 def test_keygen_sign_verify_and_tampering(tmp_path: Path) -> None:
     """The signing round trip works; a tampered bundle fails verification with exit 1."""
     assert run("policy", "keygen", "--out", tmp_path / "sig").returncode == 0
@@ -261,6 +274,7 @@ def test_keygen_sign_verify_and_tampering(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.servers
 def test_sign_refuses_invalid_or_failing_policies(tmp_path: Path) -> None:
     """Nothing broken gets signed: invalid files and failing cases are refused."""
     assert run("policy", "keygen", "--out", tmp_path).returncode == 0
@@ -289,6 +303,7 @@ def test_sign_refuses_invalid_or_failing_policies(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.servers
 def test_keys_commands(tmp_path: Path) -> None:
     """create, rotate and list; list shows versions and never material."""
     keys = tmp_path / "keys"
@@ -305,6 +320,7 @@ def test_keys_commands(tmp_path: Path) -> None:
     assert (again.returncode, again.stderr.count("\n")) == (1, 1)
 
 
+@pytest.mark.servers
 def test_key_dir_comes_from_the_environment(tmp_path: Path) -> None:
     """RBRIDGE_KEY_DIR is the default key directory."""
     env_dir = tmp_path / "from-env"
@@ -320,6 +336,7 @@ def test_key_dir_comes_from_the_environment(tmp_path: Path) -> None:
     assert (env_dir / "k.v1.key").exists()
 
 
+@pytest.mark.servers
 def test_certs_dev_writes_a_working_pki_with_private_keys(tmp_path: Path) -> None:
     """CA, gateway and site certificates and a CRL; keys 0600; each site's identity in its SAN."""
     from cryptography import x509
@@ -361,6 +378,7 @@ def test_certs_dev_writes_a_working_pki_with_private_keys(tmp_path: Path) -> Non
     assert "--force" in again.stderr
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize(
     "args",
     [
@@ -378,6 +396,7 @@ def test_certs_dev_refuses_bad_arguments(tmp_path: Path, args: list[str]) -> Non
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.servers
 def test_certs_issue_adds_a_site_and_a_gateway_from_the_existing_ca(tmp_path: Path) -> None:
     """One more site (and a gateway for other names) from the CA `certs dev` made: signed by it,
     keys 0600, the site's identity in its SAN; existing files are kept unless --force."""
@@ -416,6 +435,7 @@ def test_certs_issue_adds_a_site_and_a_gateway_from_the_existing_ca(tmp_path: Pa
     assert (missing.returncode, "no development CA" in missing.stderr) == (2, True)
 
 
+@pytest.mark.servers
 def test_audit_verify_reports_ok_and_tampering(tmp_path: Path) -> None:
     """rbridge audit verify: exit 0 on an intact trail; exit 1 naming the damaged line."""
     from bridge.audit import AuditTrail
@@ -434,6 +454,7 @@ def test_audit_verify_reports_ok_and_tampering(tmp_path: Path) -> None:
     assert run("audit", "verify", tmp_path / "nope").returncode == 2
 
 
+@pytest.mark.servers
 def test_audit_verify_checks_each_process_trail_under_a_directory(tmp_path: Path) -> None:
     """Several bridges on one host keep one trail each under audit/<instance>: one command
     verifies every trail as its own chain and names the one that is damaged."""
@@ -458,6 +479,7 @@ def test_audit_verify_checks_each_process_trail_under_a_directory(tmp_path: Path
     assert bad.stdout.strip().splitlines()[-1].startswith("FAILED: 9 records")
 
 
+@pytest.mark.servers
 def test_explain_never_sends_control_characters_from_a_payload_to_the_terminal() -> None:
     """Escape sequences, C1 controls and bidi overrides in keys and values are shown escaped."""
     payload = {
@@ -474,6 +496,7 @@ def test_explain_never_sends_control_characters_from_a_payload_to_the_terminal()
     assert "\\x1b" in result.stdout or "\\u001b" in result.stdout
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize(
     ("text", "code"),
     [
@@ -500,6 +523,7 @@ def test_deeply_nested_yaml_is_a_placed_problem_not_an_internal_error(
     assert "internal error" not in result.stderr
 
 
+@pytest.mark.servers
 def test_custom_patterns_the_engine_cannot_compile_together_fail_the_check(
     tmp_path: Path,
 ) -> None:
@@ -519,6 +543,7 @@ def test_custom_patterns_the_engine_cannot_compile_together_fail_the_check(
         assert "memory budget" in result.stderr
 
 
+@pytest.mark.servers
 def test_the_version_is_the_installed_distributions() -> None:
     """--version reports what was installed (a package built as 0.1.1 says 0.1.1)."""
     from importlib.metadata import version

@@ -169,6 +169,7 @@ def test_the_gateway_configuration_by_environment_alone_is_valid(
         CloudSettings.load(None)
 
 
+@pytest.mark.servers
 def test_container_files_pass_hadolint_and_carry_labels_and_a_health_check() -> None:
     files = sorted(CLOUD.glob("*.Containerfile"))
     assert [f.name for f in files] == [

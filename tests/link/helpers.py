@@ -186,3 +186,60 @@ def edge_link(
     )
     STARTED.append(link)
     return link
+
+
+class BlackholeProxy:
+    """A TCP proxy on loopback that can stop forwarding without closing anything."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.blackhole = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._closed = False
+
+    @classmethod
+    async def start(cls, target: int, port: int = 0) -> BlackholeProxy:
+        proxy = cls(target)
+        proxy._server = await asyncio.start_server(
+            proxy._handle, "127.0.0.1", port, reuse_address=True
+        )
+        proxy.port = proxy._server.sockets[0].getsockname()[1]
+        return proxy
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                "127.0.0.1", self.target
+            )
+        except OSError:
+            writer.close()
+            return
+        self._writers += [writer, upstream_writer]
+        if self._closed:  # a connection that arrived as the proxy was closing
+            self.close()
+            return
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                if not self.blackhole:
+                    sink.write(data)
+                    await sink.drain()
+
+        await asyncio.gather(
+            pump(reader, upstream_writer), pump(upstream_reader, writer), return_exceptions=True
+        )
+        for end in (writer, upstream_writer):  # one side ended: close both, leak neither
+            end.transport.abort()
+
+    def close(self) -> None:
+        self._closed = True
+        for writer in self._writers:
+            transport = writer.transport
+            if hasattr(transport, "abort"):
+                transport.abort()  # a reset, not a polite close
+            else:
+                writer.close()
+        if self._server is not None:
+            self._server.close()

@@ -16,7 +16,16 @@ from bridge.link import Envelope, LinkSettings, NotConnected, Reject
 from bridge.link.gateway import SERVICE
 from bridge.link.v1 import link_pb2 as pb
 from bridge.link.v1 import link_pb2_grpc as pb_grpc
-from tests.link.helpers import FAST, Pki, Recorder, Results, edge_link, envelope, start_gateway
+from tests.link.helpers import (
+    FAST,
+    BlackholeProxy,
+    Pki,
+    Recorder,
+    Results,
+    edge_link,
+    envelope,
+    start_gateway,
+)
 
 
 class Inbound:
@@ -292,63 +301,6 @@ async def test_a_silent_blackhole_is_detected_by_keepalive(pki: Pki) -> None:
     print(
         f"blackhole detected after {elapsed:.1f} s (keepalive {FAST.keepalive_time}+{FAST.keepalive_timeout} s)"
     )
-
-
-class BlackholeProxy:
-    """A TCP proxy on loopback that can stop forwarding without closing anything."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.blackhole = False
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-        self._closed = False
-
-    @classmethod
-    async def start(cls, target: int, port: int = 0) -> BlackholeProxy:
-        proxy = cls(target)
-        proxy._server = await asyncio.start_server(
-            proxy._handle, "127.0.0.1", port, reuse_address=True
-        )
-        proxy.port = proxy._server.sockets[0].getsockname()[1]
-        return proxy
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(
-                "127.0.0.1", self.target
-            )
-        except OSError:
-            writer.close()
-            return
-        self._writers += [writer, upstream_writer]
-        if self._closed:  # a connection that arrived as the proxy was closing
-            self.close()
-            return
-
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            while data := await source.read(65536):
-                if not self.blackhole:
-                    sink.write(data)
-                    await sink.drain()
-
-        await asyncio.gather(
-            pump(reader, upstream_writer), pump(upstream_reader, writer), return_exceptions=True
-        )
-        for end in (writer, upstream_writer):  # one side ended: close both, leak neither
-            end.transport.abort()
-
-    def close(self) -> None:
-        self._closed = True
-        for writer in self._writers:
-            transport = writer.transport
-            if hasattr(transport, "abort"):
-                transport.abort()  # a reset, not a polite close
-            else:
-                writer.close()
-        if self._server is not None:
-            self._server.close()
 
 
 async def test_connection_age_is_bounded_and_nothing_is_lost_across_the_cut(pki: Pki) -> None:

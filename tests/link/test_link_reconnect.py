@@ -10,6 +10,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.link.helpers import Pki, Results, edge_link, envelope
 
@@ -27,6 +29,7 @@ async def start_process(pki: Pki, port: int, out: Path) -> tuple[subprocess.Pope
     return process, int(line.split()[1])
 
 
+@pytest.mark.servers
 async def test_killing_the_gateway_mid_stream_loses_nothing_and_acks_each_once(
     pki: Pki, tmp_path: Path
 ) -> None:

@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 GENERATED = ["link_pb2.py", "link_pb2.pyi", "link_pb2_grpc.py", "link_pb2_grpc.pyi"]
 
 
+@pytest.mark.servers
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
     """Regenerating from proto/ gives the committed files; if not, run scripts/gen-proto."""
     subprocess.run(

@@ -16,17 +16,10 @@ from bridge.errors import BundleError
 from bridge.keys.signing import generate_signing_keys, load_private_key
 from bridge.policy import sign_bundle
 from tests.conftest import POLICIES
-from tests.runtime.test_faults import wait_stored
+from tests.runtime.helpers import audit_records, wait_stored
 from tests.runtime.world import World, queue_of
 
 CLAIM = {"claim_id": "CLM-1", "claimant": {"name": "Jane Doe", "ssn": "123-45-6789"}}
-
-
-def audit_records(world: World) -> list[dict[str, Any]]:
-    return [
-        orjson.loads(line)
-        for line in (world.root / "audit" / "audit.jsonl").read_text().splitlines()
-    ]
 
 
 async def wait_for_records(world: World, count: int) -> list[dict[str, Any]]:

@@ -14,28 +14,8 @@ from bridge.cloud.config import CloudSettings
 from bridge.link import ClientTLS, EdgeLink, Envelope, Hello, Reject
 from bridge.natsserver import NatsServer
 from tests.eventually import eventually
-from tests.link.helpers import FAST, TRUST_DOMAIN, Pki, Results
-
-
-def cloud_settings(pki: Pki, nats_url: str, **overrides: object) -> CloudSettings:
-    data: dict[str, object] = {
-        "listen": "127.0.0.1:0",
-        "http": "127.0.0.1:0",
-        "trust_domain": TRUST_DOMAIN,
-        "tls": {
-            "cert": pki.root / "gateway.pem",
-            "key": pki.root / "gateway.key",
-            "ca": pki.ca_path,
-        },
-        "crl": pki.crl_path,
-        "sites": {"plant-a": {"capabilities": ["docs.>", "hr.jobs.publish"]}},
-        "nats": {"url": nats_url},
-        "min_policy_revision": 5,
-        "leak_guard": {"permit": {"hr.jobs.publish": ["email"]}},
-        "grace_seconds": 1,
-    }
-    data.update(overrides)
-    return CloudSettings(**data)  # type: ignore[arg-type]
+from tests.link.helpers import FAST, Pki, Results
+from tests.runtime.helpers import cloud_settings, http_get
 
 
 @pytest.fixture
@@ -201,15 +181,6 @@ async def test_plaintext_grpc_health_for_probes_serves_health_and_nothing_else(
             assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         await gateway.stop()
-
-
-async def http_get(port: int, path: str) -> str:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    data = await reader.read()
-    writer.close()
-    return data.split(b"\r\n\r\n", 1)[1].decode()
 
 
 def test_settings_report_every_problem(tmp_path: Path) -> None:

@@ -132,6 +132,7 @@ async def test_what_is_asked_for_and_held_never_exceeds_the_batch(nc: Client) ->
         await consumer.stop()
 
 
+@pytest.mark.servers
 async def test_a_restarted_server_is_noticed_by_the_missing_heartbeats(tmp_path: Path) -> None:
     server = NatsServer(tmp_path / "nats")
     server.start()

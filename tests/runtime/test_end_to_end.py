@@ -9,6 +9,7 @@ import orjson
 from nats.aio.msg import Msg
 
 from bridge.audit import verify_paths
+from tests.runtime.helpers import audit_records
 from tests.runtime.world import World, queue_of
 
 CLAIM = {
@@ -171,10 +172,7 @@ async def test_cloud_initiated_requests_reach_only_what_an_inbound_rule_allows(
     await asyncio.sleep(0.3)
     assert received.empty()
     assert (await local.jetstream().stream_info("RB_OUT")).state.messages == 0
-    records = [
-        orjson.loads(line)
-        for line in (world.root / "audit" / "audit.jsonl").read_text().splitlines()
-    ]
+    records = audit_records(world)
     outcomes = sorted((r["subject"], r["decision"], r["reason"]) for r in records)
     assert outcomes == [
         ("claims.fraud.check", "refused", "inbound-not-allowed"),

@@ -6,8 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import nats
 import orjson
@@ -15,69 +13,22 @@ import pytest
 from nats.aio.msg import Msg
 
 from bridge.up.stack import free_port
-from tests.conftest import ROOT
-from tests.link.test_link_behaviour import BlackholeProxy
-from tests.runtime.test_cloud import cloud_settings
-from tests.runtime.test_guarantees import settled, stream_messages
+from tests.link.helpers import BlackholeProxy
+from tests.runtime.helpers import (
+    assert_each_once,
+    cloud_settings,
+    publish,
+    settled,
+    spawn,
+    stored_count,
+    stream_messages,
+    wait_line,
+    wait_stored,
+)
 from tests.runtime.world import World
 
 COUNT = 3000
 pytestmark = pytest.mark.slow
-
-
-async def publish(world: World, first: int, last: int) -> None:
-    connection = await nats.connect(world.edge_nats.url)
-    js = connection.jetstream()
-    for number in range(first, last):
-        await js.publish(
-            "rb.out.docs.parse",
-            orjson.dumps({"claim_id": f"F-{number}"}),
-            headers={"Rb-Class": "internal", "Nats-Msg-Id": f"f-{number}"},
-        )
-    await connection.close()
-
-
-async def stored_count(world: World) -> int:
-    connection = await nats.connect(world.cloud_nats.url)
-    try:
-        return int((await connection.jetstream().stream_info("RB_IN")).state.messages)
-    except Exception:
-        return 0
-    finally:
-        await connection.close()
-
-
-async def wait_stored(world: World, at_least: int, timeout: float = 30) -> None:
-    async with asyncio.timeout(timeout):
-        while await stored_count(world) < at_least:
-            await asyncio.sleep(0.05)
-
-
-async def assert_each_once(world: World, count: int = COUNT) -> None:
-    """sent == received at the cloud, no id twice in RB_IN, nothing left on-prem."""
-    await settled(world, count, timeout=90)
-    messages = await stream_messages(world.cloud_nats.url, "RB_IN")
-    ids = [(m.headers or {})["Nats-Msg-Id"] for m in messages]
-    assert len(ids) == count, f"{len(ids)} stored for {count} sent"
-    assert len(set(ids)) == count, "an id was stored twice"
-    assert set(ids) == {f"plant-a/f-{n}" for n in range(count)}
-
-
-def spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as handle:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli.main", *command],
-            cwd=ROOT,
-            stdout=handle,
-            stderr=handle,
-            start_new_session=True,
-        )
-
-
-async def wait_line(log: Path, text: str, timeout: float = 30) -> None:
-    async with asyncio.timeout(timeout):
-        while text not in (log.read_text() if log.exists() else ""):
-            await asyncio.sleep(0.05)
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:
@@ -107,7 +58,7 @@ async def test_gateway_killed_mid_stream_and_restarted(world: World) -> None:
         await asyncio.sleep(1.0)
         gateway = spawn(["cloud", "--config", str(config)], log)
         await sender
-        await assert_each_once(world)
+        await assert_each_once(world, COUNT)
     finally:
         kill(gateway)
 
@@ -131,7 +82,7 @@ async def test_edge_bridge_killed_and_restarted(world: World) -> None:
         kill(edge)
         edge = spawn(["edge", "--config", str(config)], log)
         await sender
-        await assert_each_once(world)
+        await assert_each_once(world, COUNT)
     finally:
         kill(edge)
 
@@ -161,7 +112,7 @@ async def test_link_cut_longer_than_keepalive(world: World, cut: str) -> None:
     proxy.close()
     replacement = await BlackholeProxy.start(gateway.port, port=proxy.port)
     await sender
-    await assert_each_once(world)
+    await assert_each_once(world, COUNT)
     replacement.close()
 
 
@@ -178,7 +129,7 @@ async def test_a_nats_server_restarted_mid_stream(world: World, which: str) -> N
     await asyncio.sleep(1.0)
     server.start()
     await publish(world, COUNT // 2, COUNT)
-    await assert_each_once(world)
+    await assert_each_once(world, COUNT)
 
 
 async def test_replies_while_the_site_is_offline_arrive_after_it_reconnects(world: World) -> None:

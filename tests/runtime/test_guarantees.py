@@ -11,42 +11,11 @@ from pathlib import Path
 import nats
 import orjson
 import pytest
-from nats.js.api import RawStreamMsg
 
 from bridge.audit import verify_paths
 from tests.conftest import POLICIES
-from tests.runtime.test_cloud import http_get
+from tests.runtime.helpers import audit_records, http_get, settled, stream_messages
 from tests.runtime.world import World, queue_of
-
-
-async def stream_messages(url: str, stream: str) -> list[RawStreamMsg]:
-    connection = await nats.connect(url)
-    js = connection.jetstream()
-    info = await js.stream_info(stream)
-    messages = []
-    for sequence in range(info.state.first_seq, info.state.last_seq + 1):
-        if info.state.messages == 0:
-            break
-        messages.append(await js.get_msg(stream, sequence))
-    await connection.close()
-    return messages
-
-
-async def settled(world: World, expected_in: int, timeout: float = 30) -> None:
-    """Wait until RB_OUT has nothing pending or unacked and RB_IN holds ``expected_in``."""
-    edge = await nats.connect(world.edge_nats.url)
-    cloud = await nats.connect(world.cloud_nats.url)
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                info = await edge.jetstream().consumer_info("RB_OUT", "rbridge-edge")
-                stored = (await cloud.jetstream().stream_info("RB_IN")).state.messages
-                if info.num_pending == 0 and info.num_ack_pending == 0 and stored >= expected_in:
-                    return
-                await asyncio.sleep(0.1)
-    finally:
-        await edge.close()
-        await cloud.close()
 
 
 async def test_eu_only_messages_never_reach_the_us_gateway_even_while_the_eu_one_is_down(
@@ -266,10 +235,7 @@ async def test_bad_input_on_the_bus_is_denied_with_a_reason_and_nothing_is_lost(
     )
     assert "rb-policy" not in headers
     assert "Nats-Forged" not in headers
-    records = [
-        orjson.loads(line)
-        for line in (world.root / "audit" / "audit.jsonl").read_bytes().splitlines()
-    ]
+    records = audit_records(world)
     assert sorted(r["reason"] for r in records if r["decision"] == "deny") == sorted(
         [
             "payload:not-json",
@@ -318,10 +284,7 @@ async def test_policy_reload_under_load_never_splits_a_batch(world: World) -> No
     await publish(3000, 3500)
     await settled(world, 3500, timeout=60)
     await local.close()
-    records = [
-        orjson.loads(line)
-        for line in (world.root / "audit" / "audit.jsonl").read_bytes().splitlines()
-    ]
+    records = audit_records(world)
     assert len(records) == 3500
     assert {r["revision"] for r in records} == {7, 8}
     assert edge.policy.current is not None

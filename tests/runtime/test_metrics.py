@@ -15,7 +15,7 @@ from edge_agent import Agent, Denied
 from edge_agent.examples.samples import claim, health_record
 from tests.conftest import ROOT
 from tests.eventually import eventually
-from tests.runtime.test_cloud import http_get
+from tests.runtime.helpers import http_get
 from tests.runtime.world import World
 
 # Moved by one allowed round trip and one deny: (metric, labels that must be in the sample).

@@ -15,6 +15,7 @@ from bridge.natsserver import NatsServer
 from bridge.runtime.natsconn import NatsConnectError, connect
 
 
+@pytest.mark.servers
 async def test_an_nkey_seed_file_authenticates_and_nothing_else_does(tmp_path: Path) -> None:
     seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
     public = nkeys.from_seed(seed).public_key.decode()
@@ -39,6 +40,7 @@ async def test_an_nkey_seed_file_authenticates_and_nothing_else_does(tmp_path: P
         server.kill()
 
 
+@pytest.mark.servers
 async def test_rbridge_nats_nkeys_makes_the_identities_the_packaged_server_trusts(
     tmp_path: Path,
 ) -> None:

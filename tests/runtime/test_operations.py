@@ -16,8 +16,17 @@ import pytest
 from nats.aio.msg import Msg
 
 from tests.conftest import ROOT
-from tests.runtime.test_cloud import cloud_settings, http_get
-from tests.runtime.test_faults import assert_each_once, publish, spawn, stored_count, wait_line
+from tests.eventually import eventually
+from tests.runtime.helpers import (
+    assert_each_once,
+    audit_records,
+    cloud_settings,
+    http_get,
+    publish,
+    spawn,
+    stored_count,
+    wait_line,
+)
 from tests.runtime.world import World
 
 
@@ -36,12 +45,11 @@ async def test_two_edge_bridges_share_the_consumer_and_nothing_is_processed_twic
     await first.links["cloud-eu"].wait_up(10)
     await second.links["cloud-eu"].wait_up(10)
     await publish(world, 0, 3000)
-    await assert_each_once(world)
+    await assert_each_once(world, 3000)
     assert first.pulled > 0
     assert second.pulled > 0
-    records_a = (world.root / "audit-a" / "audit.jsonl").read_bytes().splitlines()
-    records_b = (world.root / "audit-b" / "audit.jsonl").read_bytes().splitlines()
-    ids = [orjson.loads(line)["msg_id"] for line in records_a + records_b]
+    records = audit_records(world, "audit-a") + audit_records(world, "audit-b")
+    ids = [record["msg_id"] for record in records]
     assert len(ids) == len(set(ids)) == 3000
 
 
@@ -52,7 +60,11 @@ async def test_metrics_and_readiness(world: World) -> None:
     await edge.links["cloud-eu"].wait_up(10)
     await publish(world, 0, 10)
     await assert_each_once(world, 10)
-    await asyncio.sleep(0.5)
+
+    async def forwarded() -> bool:  # the forward time is observed as the acks come back
+        return "rbridge_forward_seconds_count 10.0" in await http_get(edge.http_port, "/metrics")
+
+    await eventually(forwarded, "ten forwards in the metrics", timeout=30, every=0.05)
     metrics = await http_get(edge.http_port, "/metrics")
     for family in (
         'rbridge_messages_total{decision="allow",direction="outbound",rule="claim-documents-to-eu-parser"} 10.0',

@@ -14,8 +14,7 @@ from cryptography import x509
 from bridge.up.stack import free_port
 from cloud_agent.examples.claims import claims_agents
 from edge_agent import Agent, Denied
-from tests.runtime.test_cloud import http_get
-from tests.runtime.test_faults import assert_each_once, publish
+from tests.runtime.helpers import assert_each_once, http_get, publish
 from tests.runtime.world import World
 
 RBRIDGE = Path(sys.executable).parent / "rbridge"
@@ -86,6 +85,7 @@ async def test_the_probe_shows_a_reply_and_a_deny_with_its_rule(world: World) ->
         await parser.stop()
 
 
+@pytest.mark.servers
 async def test_the_probe_explains_garbage_and_an_unreachable_bus(tmp_path: Path) -> None:
     (tmp_path / "list.json").write_text("[1, 2]")
     code, _, err = await run_probe("--payload", str(tmp_path / "list.json"))

@@ -14,6 +14,7 @@ from bridge.runtime.streams import StreamConfigError
 from edge_agent import Agent, Denied, Unavailable
 from edge_agent.examples.samples import claim
 from tests.eventually import eventually
+from tests.runtime.helpers import audit_records
 from tests.runtime.world import World
 
 STREAMS = (("edge", "RB_OUT"), ("cloud", "RB_IN"), ("cloud", "RB_REPLY"))
@@ -336,10 +337,7 @@ async def test_a_message_jetstream_refuses_for_good_is_quarantined_once_not_retr
             )
     assert denied.value.reason == "cloud:store-refused"
     assert "message size exceeds maximum allowed" in denied.value.detail
-    records = [
-        orjson.loads(line)
-        for line in (world.root / "audit" / "audit.jsonl").read_text().splitlines()
-    ]
+    records = audit_records(world)
     about = [r for r in records if r.get("msg_id") == "plant-a/big"]
     assert [(r["decision"], r["reason"]) for r in about] == [
         ("allow", "rule:claim-documents-to-eu-parser"),

@@ -10,6 +10,7 @@ import pytest
 from bridge.edge.bridge import EdgeBridge, Pending
 from bridge.edge.metrics import EdgeMetrics
 from bridge.link import Envelope, Reject
+from bridge.runtime.memory import MemoryBus, MemoryStream
 
 
 class FakeMessage:
@@ -32,7 +33,7 @@ class FakePolicy:
 
 def bridge() -> EdgeBridge:
     return EdgeBridge(
-        site="plant-a", nc=None, js=None, policy=FakePolicy(), audit=FakeAudit(), links={},  # type: ignore[arg-type]
+        site="plant-a", nc=MemoryBus(), publisher=MemoryStream(), policy=FakePolicy(), audit=FakeAudit(), links={},  # type: ignore[arg-type]
         tokens=None, metrics=EdgeMetrics(),  # type: ignore[arg-type]
     )  # fmt: skip
 

@@ -20,7 +20,7 @@ from bridge.natsserver import NatsServer
 from cloud_agent import CloudAgent, CloudRequest
 from tests.conftest import POLICIES
 from tests.link.helpers import TRUST_DOMAIN, Pki
-from tests.runtime.test_cloud import cloud_settings
+from tests.runtime.helpers import cloud_settings
 
 
 @dataclass

@@ -76,3 +76,24 @@ def test_the_classifications_are_one_list() -> None:
 
     assert get_args(model.Classification) == CLASSIFICATIONS
     assert "Verdict = " not in inspect.getsource(engine)  # defined once, in the model
+
+
+def test_reasons_and_audit_kinds_are_written_in_one_place() -> None:
+    """No module spells a decision reason itself (``kind:detail``, or a reason compared with a
+    kind's text); the audit record kinds' values are Literal types, checked by mypy."""
+    import re
+
+    from bridge.policy.reasons import ReasonKind
+
+    kinds = "|".join(re.escape(kind.value) for kind in ReasonKind)
+    spelled = re.compile(rf"[\"']({kinds}):(?![\"'])|reason\b[^=\n]*==\s*[\"']({kinds})[\"']")
+    allowed = {"bridge/policy/reasons.py"}
+    found = []
+    for path in sorted((ROOT / "bridge").rglob("*.py")):
+        name = path.relative_to(ROOT).as_posix()
+        if name in allowed or "/v1/" in name:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if spelled.search(line):
+                found.append(f"{name}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)

@@ -1,0 +1,184 @@
+"""The edge bridge's logic on the in-memory NATS stand-ins: decide, audit, forward, settle.
+
+No server starts here (the same paths run on a real nats-server in the end-to-end tests, and the
+stand-ins are held to the real ones by ``test_ports_contract``): these run before every commit.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bridge.audit import AuditTrail, AuditWriteError
+from bridge.contract import HEADER_REASON, HEADER_REPLY_TO, HEADER_STATUS
+from bridge.edge.bridge import EdgeBridge
+from bridge.edge.metrics import EdgeMetrics
+from bridge.edge.policy_source import PolicySource
+from bridge.edge.tokens import ReplyTokens
+from bridge.keys import FileKeyStore
+from bridge.link import Envelope, Reject
+from bridge.runtime.memory import MemoryBus, MemoryStream
+from tests.conftest import POLICIES
+from tests.runtime.helpers import read_records
+
+CLAIM = {"claim_id": "CLM-1", "claimant": {"name": "Jane Doe", "ssn": "123-45-6789"}}
+
+
+@dataclass
+class RecordingLink:
+    """A link that is up and keeps what it was given; the test answers for the cloud."""
+
+    state: str = "up"
+    sent: list[tuple[Envelope, Any]] = field(default_factory=list)
+
+    async def send_many(self, items: Sequence[tuple[Envelope, Any]]) -> list[Any]:
+        self.sent.extend(items)
+        return []
+
+
+@dataclass
+class Edge:
+    bridge: EdgeBridge
+    outbound: MemoryStream
+    quarantine: MemoryStream
+    bus: MemoryBus
+    link: RecordingLink
+    audit_dir: Path
+
+    async def send(self, subject: str, payload: Any, **headers: str) -> None:
+        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        headers = {k.replace("_", "-"): v for k, v in headers.items()}
+        assert await self.outbound.publish_many([(f"rb.out.{subject}", data, headers)]) == [None]
+
+    async def run(self) -> None:
+        """One pull and everything it causes, settled."""
+        messages = await self.outbound.pull(64, timeout=0.01)
+        await self.bridge.process(messages)
+        await self.bridge.background.drain()
+        await self.bridge.settlement.flush()
+
+    async def answer(self, reject: Reject | None = None) -> None:
+        """The cloud answers every envelope sent so far."""
+        sent, self.link.sent = self.link.sent, []
+        for envelope, token in sent:
+            self.bridge.on_result(token, envelope, reject)
+        await self.bridge.background.drain()
+        await self.bridge.settlement.flush()
+
+
+@pytest.fixture
+def edge(tmp_path: Path) -> Iterator[Edge]:
+    keys = FileKeyStore(tmp_path / "keys")
+    for name in ("pseudonyms", "correlation", "reply-tokens"):
+        keys.create(name)
+    (tmp_path / "policy").mkdir()
+    shutil.copy(POLICIES / "claims.yaml", tmp_path / "policy" / "claims.yaml")
+    policy = PolicySource(tmp_path / "policy" / "claims.yaml", keys, state_dir=tmp_path / "state")
+    policy.load()
+    outbound = MemoryStream(subjects=["rb.out.>"])
+    quarantine = MemoryStream(subjects=["rb.quarantine.>"])
+    bus = MemoryBus()
+    link = RecordingLink()
+    bridge = EdgeBridge(
+        site="plant-a", nc=bus, publisher=quarantine, policy=policy,
+        audit=AuditTrail(tmp_path / "audit"), links={"cloud-eu": link},  # type: ignore[dict-item]
+        tokens=ReplyTokens(keys.current("reply-tokens"), "plant-a", 3600),
+        metrics=EdgeMetrics(), quarantine=True,
+    )  # fmt: skip
+    yield Edge(bridge, outbound, quarantine, bus, link, tmp_path / "audit")
+    bridge.audit.close()
+
+
+async def test_an_allowed_message_leaves_redacted_and_is_acked_once_the_cloud_stored_it(
+    edge: Edge,
+) -> None:
+    await edge.send("docs.parse", CLAIM, Rb_Class="internal")
+    await edge.run()
+    (envelope, _), *more = edge.link.sent
+    assert not more
+    assert b"123-45-6789" not in envelope.payload
+    assert b"Jane Doe" not in envelope.payload
+    assert envelope.rule == "claim-documents-to-eu-parser"
+    assert edge.outbound.messages == 1  # not acked before the cloud said stored
+    await edge.answer()
+    assert edge.outbound.messages == 0
+    (record,) = read_records(edge.audit_dir)
+    assert (record["decision"], record["reason"]) == ("allow", "rule:claim-documents-to-eu-parser")
+
+
+async def test_a_denied_message_is_terminated_quarantined_and_its_sender_told(edge: Edge) -> None:
+    await edge.send("health.records", CLAIM, Rb_Reply_To="_INBOX.agent.1")
+    await edge.run()
+    assert edge.link.sent == []
+    assert edge.outbound.messages == 0
+    (notice,) = edge.bus.published
+    assert notice.subject == "_INBOX.agent.1"
+    assert notice.headers[HEADER_STATUS] == "denied"
+    assert notice.headers[HEADER_REASON] == "rule:health-data-stays-home"
+    assert notice.payload == b""  # status only, never the message
+    ((_, kept),) = edge.quarantine.stored.items()
+    assert kept.subject == "rb.quarantine.health.records"
+    assert kept.headers[HEADER_REASON] == "rule:health-data-stays-home"
+    (record,) = read_records(edge.audit_dir)
+    assert (record["decision"], record["rule"]) == ("deny", "health-data-stays-home")
+
+
+@pytest.mark.parametrize(
+    ("code", "settled"),
+    [("link-lost", "put back"), ("store-failed", "put back"), ("leak-guard", "terminated")],
+)
+async def test_the_clouds_answer_decides_between_putting_back_and_terminating(
+    edge: Edge, code: str, settled: str
+) -> None:
+    await edge.send("docs.parse", CLAIM, Rb_Class="internal", **{HEADER_REPLY_TO: "_INBOX.a.2"})
+    await edge.run()
+    await edge.answer(Reject(code, "x"))
+    if settled == "put back":
+        assert edge.outbound.messages == 1
+        (again,) = await edge.outbound.pull(1, timeout=5)  # after the retry delay
+        assert again.metadata.num_delivered == 2
+        assert edge.bus.published == []
+        return
+    assert edge.outbound.messages == 0
+    assert [n.headers[HEADER_REASON] for n in edge.bus.published] == [f"cloud:{code}"]
+    assert [m.headers[HEADER_REASON] for m in edge.quarantine.stored.values()] == [f"cloud:{code}"]
+    records = read_records(edge.audit_dir)
+    assert [(r["decision"], r["reason"]) for r in records] == [
+        ("allow", "rule:claim-documents-to-eu-parser"),
+        ("refused-by-cloud", f"cloud:{code}"),
+    ]
+
+
+async def test_with_every_destination_down_the_message_waits_in_the_stream(edge: Edge) -> None:
+    edge.link.state = "connecting"
+    await edge.send("docs.parse", CLAIM, Rb_Class="internal")
+    await edge.run()
+    assert edge.link.sent == []
+    assert edge.outbound.messages == 1
+    assert edge.bridge.deferred == 1
+    edge.link.state = "up"
+    (again,) = await edge.outbound.pull(1, timeout=5)
+    await edge.bridge.process([again])
+    assert len(edge.link.sent) == 1
+
+
+async def test_an_audit_trail_that_cannot_be_written_stops_the_batch(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(entries: object) -> None:
+        raise AuditWriteError("cannot write the audit trail: disk full")
+
+    monkeypatch.setattr(edge.bridge.audit, "append", refuse)
+    await edge.send("docs.parse", CLAIM, Rb_Class="internal")
+    await edge.send("health.records", CLAIM)
+    await edge.run()
+    assert edge.link.sent == []  # nothing unaudited leaves
+    assert edge.bus.published == []
+    assert edge.outbound.messages == 2  # nothing lost either
+    assert edge.bridge.metrics.audit_errors._value.get() == 1
