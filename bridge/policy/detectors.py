@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 import re2
 from re2 import _re2
 
+from bridge.policy import nationalids as ids
+from bridge.policy.phones import confirm_phone_number
 from bridge.policy.textview import TextView, needs_view, reading
 
 _UNANCHORED = re2._Anchor.UNANCHORED
@@ -211,14 +213,12 @@ def _confirm_iban(data: bytes, start: int, end: int) -> Found:
     places = [index for index, char in enumerate(text) if char.isalnum()]
     compact = "".join(text[index] for index in places)
     expected = _IBAN_LENGTHS.get(compact[:2])
-    if expected is not None:
-        lengths: Iterable[int] = (expected,) if len(compact) >= expected else ()
-    else:
-        # Unknown country: the candidate may have swallowed a trailing group; try every cut.
-        lengths = range(len(compact), 14, -1)
-    for length in lengths:
-        if iban_mod97_valid(compact[:length]):
-            return [(start, start + places[length - 1] + 1)]
+    # A country outside the registry is no IBAN: trying every cut of a hex string (a UUID)
+    # would pass mod 97 one time in 97.
+    if expected is None or len(compact) < expected:
+        return []
+    if iban_mod97_valid(compact[:expected]):
+        return [(start, start + places[expected - 1] + 1)]
     return []
 
 
@@ -247,29 +247,6 @@ def _confirm_ipv6(data: bytes, start: int, end: int) -> Found:
     return [(start, end)]
 
 
-_DATE_SHAPES = re.compile(rb"\d{4}[-/. ]\d{2}[-/. ]\d{2}|\d{2}[-/. ]\d{2}[-/. ]\d{4}")
-
-
-_VALUE_START = re.compile(rb"[+(0-9]")
-
-
-def _confirm_phone(data: bytes, start: int, end: int) -> Found:
-    if _digit_at(data, end):
-        return []
-    # Past the character before a national number, or the label before a labelled one.
-    begin = _VALUE_START.search(data, start, end)
-    if begin is None:
-        return []
-    start = begin.start()
-    text = data[start:end]
-    digits = len(text) - len(text.translate(None, b"0123456789"))
-    if not 8 <= digits <= 15:
-        return []
-    if text[0] != 0x2B and _DATE_SHAPES.match(text) is not None:
-        return []  # a date, or a date and a time ("08.07.1997 15:20")
-    return [(start, end)]
-
-
 _S = r"[ .\-/]{1,2}"
 # Before a national number: not a digit, nor a separator after a digit ("08.07.1997 15").
 _NOT_AFTER_A_NUMBER = r"(?:^|[^0-9.\-/]|[A-Za-z][.\-/])"
@@ -288,6 +265,35 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
             "e-mail addresses",
         ),
         Detector(
+            "private_key",
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
+            r"(?:[A-Za-z0-9+/=\s\\]*-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----)?",
+            "PEM private keys (the whole block where its end is there)",
+            bounded=False,
+        ),
+        Detector(
+            "aws_access_key",
+            r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)[A-Z2-7]{16}\b",
+            "AWS access key ids",
+        ),
+        Detector(
+            "jwt",
+            r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{16,}",
+            "JSON Web Tokens (the header decodes and names an algorithm)",
+            ids.confirm_jwt,
+            bounded=False,
+        ),
+        Detector(
+            "api_key",
+            r"(?i:\b(?:api[_\-]?key|apikey|secret[_\-]?key|client[_\-]?secret|access[_\-]?token"
+            r"|auth[_\-]?token|aws_secret_access_key|secret|password|passwd)[\"']?\s{0,3}[:=]"
+            r"\s{0,3}[\"']?[A-Za-z0-9_\-+/=.]{16,})",
+            "secrets assigned to a name such as api_key, secret, access_token or password (a value "
+            "of 16 or more characters with letters and digits)",
+            ids.confirm_secret_assignment,
+            bounded=False,
+        ),
+        Detector(
             "us_ssn",
             rf"(?:^|[^0-9])\d{{3}}{_SEP}{{1,3}}\d{{2}}{_SEP}{{1,3}}\d{{4}}"
             rf"|{_SSN_LABELS}[^0-9A-Za-z]{{0,4}}\d{{9}}",
@@ -302,6 +308,62 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
             _confirm_iban,
         ),
         Detector(
+            "fr_nir",
+            r"(?:^|[^0-9])[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[ABab]) ?\d{3} ?\d{3} ?\d{2}",
+            "French social security numbers (NIR), key checked",
+            ids.confirm_fr_nir,
+        ),
+        Detector(
+            "uk_nino",
+            r"(?i:\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b)",
+            "UK National Insurance numbers (prefix letters checked)",
+            ids.confirm_uk_nino,
+        ),
+        Detector(
+            "it_fiscal_code",
+            r"(?i:\b[A-Z]{6}[0-9LMNPQRSTUV]{2}[ABCDEHLMPRST][0-9LMNPQRSTUV]{2}[A-Z]"
+            r"[0-9LMNPQRSTUV]{3}[A-Z]\b)",
+            "Italian fiscal codes (codice fiscale), check letter checked",
+            ids.confirm_it_fiscal_code,
+        ),
+        Detector(
+            "es_nie",
+            r"(?i:\b[XYZ]-?\d{7}-?[A-Z]\b)",
+            "Spanish foreigner identity numbers (NIE), control letter checked",
+            ids.confirm_es_nie,
+        ),
+        Detector(
+            "es_dni",
+            r"(?:^|[^0-9])\d{8}-?[A-Za-z]\b",
+            "Spanish identity numbers (DNI/NIF), control letter checked",
+            ids.confirm_es_dni,
+        ),
+        Detector(
+            "de_tax_id",
+            r"(?:^|[^0-9+])[1-9]\d(?: ?\d{3}){3}",
+            "German tax identification numbers (Steuer-ID), digit rule and check digit checked",
+            ids.confirm_de_tax_id,
+        ),
+        Detector(
+            "uk_nhs",
+            r"(?:^|[^0-9])\d{3}[ \-]?\d{3}[ \-]?\d{4}",
+            "UK NHS numbers, mod-11 checked, after the word NHS",
+            ids.confirm_uk_nhs,
+        ),
+        Detector(
+            "nl_bsn",
+            r"(?:^|[^0-9])\d{9}",
+            "Dutch citizen service numbers (BSN), 11-proof checked, after the word BSN",
+            ids.confirm_nl_bsn,
+        ),
+        Detector(
+            "se_personnummer",
+            r"(?:^|[^0-9])(?:\d{2})?\d{6}[\-+]?\d{4}",
+            "Swedish personal identity numbers, date and Luhn checked (without '-' or '+' only "
+            "after the word personnummer)",
+            ids.confirm_se_personnummer,
+        ),
+        Detector(
             "credit_card",
             rf"\d(?:{_SEP}{{0,3}}\d){{11,}}",
             "payment card numbers, 13 to 19 digits (12 for Maestro), Luhn-checked",
@@ -314,15 +376,19 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
             # code maybe in parentheses), and a bare run of digits after a label such as "tel".
             # RE2 has no lookbehind: "not after a number" is a consumed character (or two: a
             # letter and a separator, "Tel.030 …"), or the start of the text.
-            r"\+\d{1,3}(?:[ .\-/]{0,2}\(\d{1,4}\)|[ .\-/]{0,2}\d{1,4})(?:[ .\-/]{0,2}\d{1,5}){1,5}"
+            r"(?:\+\d{1,3}(?:[ .\-/]{0,2}\(\d{1,4}\)|[ .\-/]{0,2}\d{1,4})(?:[ .\-/]{0,2}\d{1,5}){1,5}"
             rf"|{_NOT_AFTER_A_NUMBER}(?:00[1-9]\d{{0,2}}(?:{_S}\(\d{{1,4}}\)|{_S}\d{{1,4}})(?:{_S}\d{{1,5}}){{1,5}}"
             rf"|(?:\(\d{{3}}\)[ .\-]{{0,2}}|\d{{3}}{_S})\d{{3}}{_S}\d{{4}}"
             rf"|0\d{{1,4}}{_S}\d{{2,4}}(?:[ .\-/]{{0,2}}\d{{2,4}}){{1,3}}"
-            rf"|\(0\d{{1,4}}\)[ .\-/]{{0,2}}\d{{2,8}}(?:{_S}\d{{2,4}}){{0,3}})"
-            rf"|{_PHONE_LABELS}[^0-9A-Za-z]{{0,4}}\+?\d{{8,15}}",
+            rf"|\(0\d{{1,4}}\)[ .\-/]{{0,2}}\d{{2,8}}(?:{_S}\d{{2,4}}){{0,3}}"
+            rf"|\d{{10,11}})"
+            rf"|{_PHONE_LABELS}[^0-9A-Za-z]{{0,4}}\+?\d{{8,15}})"
+            # an extension: x123, ext. 123, extension 123
+            r"(?:[ ]?(?i:x|ext\.?|extension)[ ]?\d{1,6})?",
             "phone numbers: international (+CC or 00CC …), North American, national with a "
-            "leading 0 (area code maybe in parentheses), and labelled runs of digits",
-            _confirm_phone,
+            "leading 0 (area code maybe in parentheses), with an extension or not; bare runs of "
+            "10-11 digits valid in a numbering plan, and labelled runs of digits",
+            confirm_phone_number,
         ),
         Detector(
             "ipv4",

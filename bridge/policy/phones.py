@@ -1,0 +1,68 @@
+"""Phone numbers: which candidates of the phone detector's RE2 scan are numbers.
+
+A number written the way people write phone numbers (``+CC …``, ``00CC …``, ``(212) 555-0199``,
+``030 1234 5678``, with an extension or not) is taken by its shape, which costs nothing more.
+A bare run of ten or eleven digits is a phone number only when it is valid in the numbering
+plan of one of :data:`REGIONS` (libphonenumber's metadata, through ``phonenumbers``) or follows
+a word such as "tel"; dates, date-times and US ZIP+4 codes are not numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import phonenumbers
+
+Found = list[tuple[int, int]]
+
+#: Where a bare run of digits is checked against the numbering plan.
+REGIONS = ("US", "GB", "DE", "FR", "IT", "ES", "NL", "BE", "AT", "CH", "IE", "SE", "DK", "CA")
+
+_DIGITS = frozenset(b"0123456789")
+_VALUE_START = re.compile(rb"[+(0-9]")
+_DATE_SHAPES = re.compile(rb"\d{4}[-/. ]\d{2}[-/. ]\d{2}|\d{2}[-/. ]\d{2}[-/. ]\d{4}")
+_ZIP4 = re.compile(rb"\d{5}-\d{4}$")
+_LABEL = re.compile(rb"(?i)(?:phone|telephone|tel|mobile|mob|cell|fax|whatsapp|call)\W{0,4}$")
+_EXTENSION = re.compile(rb"(?i)\s?(?:x|ext\.?|extension)\s?\d{1,6}$")
+
+
+def _digit_at(data: bytes, position: int) -> bool:
+    return 0 <= position < len(data) and data[position] in _DIGITS
+
+
+@lru_cache(maxsize=4096)
+def valid_in_a_region(number: str) -> bool:
+    """Whether the national ``number`` (digits only) is valid in one of :data:`REGIONS`."""
+    for region in REGIONS:
+        try:
+            parsed = phonenumbers.parse(number, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(parsed):
+            return True
+    return False
+
+
+def confirm_phone_number(data: bytes, start: int, end: int) -> Found:
+    if _digit_at(data, end):
+        return []
+    # Past the character before a national number, or the label before a labelled one.
+    begin = _VALUE_START.search(data, start, end)
+    if begin is None:
+        return []
+    labelled = _LABEL.search(data, max(0, start - 16), begin.start()) is not None
+    start = begin.start()
+    text = data[start:end]
+    extension = _EXTENSION.search(text)
+    number = text[: extension.start()] if extension is not None else text
+    digits = number.translate(None, b" ()-./+\t")
+    if not 8 <= len(digits) <= 15 or not digits.isdigit():
+        return []
+    if text[0] != 0x2B and _DATE_SHAPES.match(text) is not None:
+        return []  # a date, or a date and a time ("08.07.1997 15:20")
+    if _ZIP4.match(number) is not None and not labelled:
+        return []  # a US ZIP+4 code
+    if number.isdigit() and not labelled and not valid_in_a_region(number.decode()):
+        return []  # a bare run of digits: only a number some plan has
+    return [(start, end)]
