@@ -51,6 +51,10 @@ PLANTED: dict[str, tuple[Generator, tuple[str, ...]]] = {
     "es_nie": (lambda r, _f: ids.es_nie(r), ("NIE", "")),
     "nl_bsn": (lambda r, _f: ids.nl_bsn(r), ("BSN", "burgerservicenummer")),
     "se_personnummer": (lambda r, _f: ids.se_personnummer(r), ("personnummer", "pnr")),
+    "passport": (
+        lambda r, _f: ids.passport_number(r),
+        ("passport no.", "Passport number:", "Reisepass-Nr.", "passeport n°", "pasaporte"),
+    ),
     "private_key": (lambda r, _f: ids.pem_private_key(r), ("key:", "")),
     "aws_access_key": (lambda r, _f: ids.aws_access_key(r), ("aws key", "AWS_ACCESS_KEY_ID=", "")),
     "jwt": (lambda r, _f: ids.jwt(r), ("token", "Authorization: Bearer", "")),

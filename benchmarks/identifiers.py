@@ -224,6 +224,21 @@ def se_personnummer(rng: random.Random) -> str:
     return f"{body}{separator}{serial}{check}"
 
 
+def passport_number(rng: random.Random) -> str:
+    """US/UK: nine digits; Germany: C, F, G, H, J, K then eight of digits and letters; France:
+    two digits, two letters, five digits."""
+    style = rng.choice(["digits", "de", "fr"])
+    if style == "digits":
+        return digits(rng, 9)
+    if style == "de":
+        return (
+            rng.choice("CFGHJK")
+            + "".join(rng.choice("0123456789CFGHJKLMNPRTVWXYZ") for _ in range(7))
+            + digits(rng, 1)
+        )
+    return digits(rng, 2) + "".join(rng.choice(LETTERS) for _ in range(2)) + digits(rng, 5)
+
+
 # --- secrets ----------------------------------------------------------------------------
 
 

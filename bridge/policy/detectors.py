@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import re2
@@ -146,16 +146,55 @@ def _confirm_card(data: bytes, start: int, end: int) -> Found:
                 break
             if (
                 len(digits) >= 12
-                and digits[0] in b"123456"
+                and card_issuer_known(digits)
                 and _card_shaped(sizes)
-                and (len(digits) >= 13 or digits[0] in b"56")  # 12 digits: Maestro only
                 and luhn_valid(digits.decode())
             ):
                 best = (groups[first][0], stop)
-        if best is not None:
+        if best is not None and not _product_code_label.search(data, max(0, best[0] - 24), best[0]):
             found.append(best)
             covered = best[1]
     return found
+
+
+# Issuer identification numbers (the first digits) and the lengths each network issues:
+# (first, last prefix of a range, of equal width), lengths.
+_IIN_RANGES: tuple[tuple[int, int, frozenset[int]], ...] = (
+    (4, 4, frozenset({13, 16, 19})),  # Visa
+    (51, 55, frozenset({16})),  # Mastercard
+    (2221, 2720, frozenset({16})),  # Mastercard 2-series
+    (2200, 2204, frozenset({16, 17, 18, 19})),  # Mir
+    (34, 34, frozenset({15})),  # American Express
+    (37, 37, frozenset({15})),
+    (300, 305, frozenset({14, 15, 16, 17, 18, 19})),  # Diners Club
+    (36, 36, frozenset({14, 15, 16, 17, 18, 19})),
+    (38, 39, frozenset({14, 15, 16, 17, 18, 19})),
+    (3528, 3589, frozenset({16, 17, 18, 19})),  # JCB
+    (6011, 6011, frozenset({16, 17, 18, 19})),  # Discover
+    (644, 649, frozenset({16, 17, 18, 19})),
+    (65, 65, frozenset({16, 17, 18, 19})),
+    (62, 62, frozenset({16, 17, 18, 19})),  # UnionPay
+    (81, 82, frozenset({16, 17, 18, 19})),  # UnionPay, RuPay
+    (50, 50, frozenset({12, 13, 14, 15, 16, 17, 18, 19})),  # Maestro
+    (56, 69, frozenset({12, 13, 14, 15, 16, 17, 18, 19})),  # Maestro and others in 6
+    (60, 60, frozenset({16, 19})),  # RuPay
+    (1, 1, frozenset({15})),  # UATP
+)
+_product_code_label = re.compile(
+    rb"(?i)(?:ean|gtin|upc|isbn|issn|barcode|sku)\W{0,6}(?:\d+\W{1,3})?$"
+)
+
+
+def card_issuer_known(digits: bytes) -> bool:
+    """Whether a number of this length starting with these digits is something a card network
+    issues (Visa 13/16/19, Mastercard 51-55 and 2221-2720, Amex 34/37, Diners, JCB 3528-3589,
+    Discover, UnionPay, Maestro 12-19, Mir, RuPay, UATP)."""
+    length = len(digits)
+    for first, last, lengths in _IIN_RANGES:
+        width = len(str(first))
+        if first <= int(digits[:width]) <= last and length in lengths:
+            return True
+    return False
 
 
 _SSN_LABELLED = re.compile(rb"\d{9}")
@@ -364,9 +403,18 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
             ids.confirm_se_personnummer,
         ),
         Detector(
+            "passport",
+            r"(?i:passport|reisepass|passeport|pasaporte|passaporto|paspoort)"
+            r"(?i:[ \-]?(?:no\.?|number|nr\.?|n°|nummer|numéro|número|numero|#))?[ :.\-]{0,4}"
+            r"[A-Za-z0-9]{6,9}\b",
+            "passport numbers (6-9 letters and digits) right after a word for passport",
+            ids.confirm_passport,
+        ),
+        Detector(
             "credit_card",
             rf"\d(?:{_SEP}{{0,3}}\d){{11,}}",
-            "payment card numbers, 13 to 19 digits (12 for Maestro), Luhn-checked",
+            "payment card numbers, 12 to 19 digits as the card networks issue them (issuer "
+            "prefix and length checked), Luhn-checked; not after EAN, GTIN, ISBN and the like",
             _confirm_card,
             bounded=False,
         ),
@@ -406,6 +454,16 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
         ),
     )
 }
+
+
+def phones_in(detector: Detector, regions: Sequence[str]) -> Detector:
+    """The phone detector with bare national numbers checked against ``regions``' plans."""
+    chosen = tuple(regions)
+
+    def confirm(data: bytes, start: int, end: int) -> Found:
+        return confirm_phone_number(data, start, end, chosen)
+
+    return replace(detector, confirm=confirm)
 
 
 def custom_detector(name: str, pattern: str, description: str = "") -> Detector:

@@ -17,7 +17,13 @@ import orjson
 from bridge.contract import CLASSIFICATIONS, HEADER_CLASS, HeaderConflict, rb_headers
 from bridge.errors import UnknownKeyError
 from bridge.policy.allowlist import FieldAllowlist
-from bridge.policy.detectors import BUILTIN_DETECTORS, Detector, DetectorSet, custom_detector
+from bridge.policy.detectors import (
+    BUILTIN_DETECTORS,
+    Detector,
+    DetectorSet,
+    custom_detector,
+    phones_in,
+)
 from bridge.policy.keyring import CryptoKey, KeyRing
 from bridge.policy.leakguard import LeakGuard
 from bridge.policy.model import InboundRule, ReplyRule, ResidencyPolicy, Rule, Verdict
@@ -126,7 +132,12 @@ class Engine:
         custom = [
             custom_detector(name, d.pattern, d.description) for name, d in spec.detectors.items()
         ]
-        self.detectors: tuple[Detector, ...] = (*BUILTIN_DETECTORS.values(), *custom)
+        builtin = list(BUILTIN_DETECTORS.values())
+        if spec.phone_regions is not None:
+            builtin = [
+                phones_in(d, spec.phone_regions) if d.name == "phone" else d for d in builtin
+            ]
+        self.detectors: tuple[Detector, ...] = (*builtin, *custom)
         self.scanner = DetectorSet.of(self.detectors)
         self.guard = LeakGuard(self.scanner)
         self._current: dict[str, CryptoKey] = {}

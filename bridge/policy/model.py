@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge.policy.paths import FieldPath
+from bridge.policy.phones import phone_plan_regions
 from bridge.policy.subjects import reserved_subject_error, subject_error
 
 API_VERSION = "rbridge/v1"
@@ -290,6 +291,13 @@ class Spec(_Model):
     detectors: dict[Name, CustomDetector] = Field(
         default_factory=dict, description="Custom detectors, usable in mask and permit."
     )
+    phone_regions: tuple[str, ...] | None = Field(
+        None,
+        min_length=1,
+        description="Regions (ISO 3166 codes such as GB, DE) in whose numbering plans a bare run "
+        "of 10-11 digits counts as a phone number; default: US, GB, DE, FR, IT, ES, NL, BE, AT, "
+        "CH, IE, SE, DK, CA.",
+    )
     rules: tuple[Rule, ...] = Field(
         description="Ordered; the first match wins; no match means deny."
     )
@@ -299,6 +307,17 @@ class Spec(_Model):
         description="Which local subjects cloud-initiated requests may address; none means none.",
     )
     tests: tuple[PolicyCase, ...] = ()
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, regions: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        unknown = [r for r in regions or () if r not in phone_plan_regions()]
+        if unknown:
+            raise ValueError(
+                f"not a region with a numbering plan: {', '.join(map(repr, unknown))} "
+                "(use ISO 3166 codes such as GB, DE, US)"
+            )
+        return regions
 
 
 class ResidencyPolicy(_Model):

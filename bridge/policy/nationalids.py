@@ -210,6 +210,20 @@ def confirm_se_personnummer(data: bytes, start: int, end: int) -> Found:
     return [(start, end)] if total % 10 == 0 else []
 
 
+# --- passports -----------------------------------------------------------------------------
+
+_PASSPORT_NUMBER = re.compile(rb"[A-Za-z0-9]{6,9}$")
+
+
+def confirm_passport(data: bytes, start: int, end: int) -> Found:
+    """A passport-like number (6-9 letters and digits, one digit at least) right after a word
+    for passport: without the word, such a number is anything at all."""
+    number = _PASSPORT_NUMBER.search(data, start, end)
+    if number is None or not any(c in _DIGITS for c in number.group()):
+        return []
+    return [number.span()]
+
+
 # --- secrets --------------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@ A number written the way people write phone numbers (``+CC …``, ``00CC …``, 
 ``030 1234 5678``, with an extension or not) is taken by its shape, which costs nothing more.
 A bare run of ten or eleven digits is a phone number only when it is valid in the numbering
 plan of one of :data:`REGIONS` (libphonenumber's metadata, through ``phonenumbers``) or follows
-a word such as "tel"; dates, date-times and US ZIP+4 codes are not numbers.
+a word such as "tel" (a policy names its regions in ``spec.phone_regions``); dates, date-times and US ZIP+4 codes are not numbers.
 """
 
 from __future__ import annotations
@@ -31,10 +31,15 @@ def _digit_at(data: bytes, position: int) -> bool:
     return 0 <= position < len(data) and data[position] in _DIGITS
 
 
+def phone_plan_regions() -> frozenset[str]:
+    """The regions whose numbering plans libphonenumber knows."""
+    return frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
 @lru_cache(maxsize=4096)
-def valid_in_a_region(number: str) -> bool:
-    """Whether the national ``number`` (digits only) is valid in one of :data:`REGIONS`."""
-    for region in REGIONS:
+def valid_in_a_region(number: str, regions: tuple[str, ...] = REGIONS) -> bool:
+    """Whether the national ``number`` (digits only) is valid in one of ``regions``."""
+    for region in regions:
         try:
             parsed = phonenumbers.parse(number, region)
         except phonenumbers.NumberParseException:
@@ -44,7 +49,9 @@ def valid_in_a_region(number: str) -> bool:
     return False
 
 
-def confirm_phone_number(data: bytes, start: int, end: int) -> Found:
+def confirm_phone_number(
+    data: bytes, start: int, end: int, regions: tuple[str, ...] = REGIONS
+) -> Found:
     if _digit_at(data, end):
         return []
     # Past the character before a national number, or the label before a labelled one.
@@ -63,6 +70,6 @@ def confirm_phone_number(data: bytes, start: int, end: int) -> Found:
         return []  # a date, or a date and a time ("08.07.1997 15:20")
     if _ZIP4.match(number) is not None and not labelled:
         return []  # a US ZIP+4 code
-    if number.isdigit() and not labelled and not valid_in_a_region(number.decode()):
+    if number.isdigit() and not labelled and not valid_in_a_region(number.decode(), regions):
         return []  # a bare run of digits: only a number some plan has
     return [(start, end)]

@@ -49,6 +49,12 @@ def found(text: str) -> list[tuple[str, str]]:
         ("+33 (0)4 75 15 13 41", "+33 (0)4 75 15 13 41", "phone"),
         ("SSN 078-36-1004", "078-36-1004", "us_ssn"),
         ("card 6304 6657 3833", "6304 6657 3833", "credit_card"),
+        ("passport no. 546128973", "546128973", "passport"),
+        ("Reisepass-Nr. C01X00T47", "C01X00T47", "passport"),
+        ("passeport n° 12AB34567", "12AB34567", "passport"),
+        ("paid 4006381333932 today", "4006381333932", "credit_card"),  # 13-digit Visa shape
+        ("amex 3782 822463 10005", "3782 822463 10005", "credit_card"),
+        ("card 2223 0000 4840 0011", "2223 0000 4840 0011", "credit_card"),
     ],
 )
 def test_published_examples_are_found_with_their_type(text: str, value: str, kind: str) -> None:
@@ -70,6 +76,10 @@ def test_published_examples_are_found_with_their_type(text: str, value: str, kin
         ("number 111222333", "nl_bsn"),  # 11-proof, but nothing says BSN
         ("personnummer 811228-9875", "se_personnummer"),
         ("NI number GB 12 34 56 C", "uk_nino"),  # a prefix never allocated
+        ("ref 7111 1111 1111 1114", "credit_card"),  # Luhn-valid, but no network issues 7…
+        ("ref 411111111111116", "credit_card"),  # Visa issues 13, 16 or 19 digits, not 15
+        ("EAN 4006381333932", "credit_card"),  # a Luhn-valid EAN-13 is a product code
+        ("GTIN: 4006381333932", "credit_card"),
     ],
 )
 def test_broken_check_digits_and_missing_context_are_not_that_type(text: str, kind: str) -> None:
@@ -84,6 +94,8 @@ def test_broken_check_digits_and_missing_context_are_not_that_type(text: str, ki
         "ISBN 978-0-306-40615-7 ordered",
         "Ticket fe9793cf-d541-43b8-828b-e5ddfa5e060f closed",
         "password: correcthorsebatterystaple",  # no digit: a phrase, not a key
+        "boarding pass AB123456 and booking ref 546128973",  # no word for passport
+        "passport renewed on 12.03.2024",
         "Order ORD-2026-004211 shipped, version 10.4.12, EUR 2,450.00",
     ],
 )
@@ -107,6 +119,7 @@ VALID = {
     "credit_card": (gen.card_number, "card "),
     "iban": (gen.iban, "IBAN "),
     "us_ssn": (gen.us_ssn, "SSN "),
+    "passport": (gen.passport_number, "passport no. "),
 }
 
 words = st.text(alphabet="abcdefghij klmnop,.;:", max_size=40)
@@ -128,3 +141,40 @@ def test_every_generated_value_is_found_inside_random_text(
 def test_a_broken_nhs_number_is_never_found(seed: int, before: str, after: str) -> None:
     value = gen.invalid_uk_nhs(random.Random(seed))
     assert "uk_nhs" not in {kind for _, kind in found(f"{before} NHS no. {value} {after}")}
+
+
+REGIONS_POLICY = """
+apiVersion: rbridge/v1
+kind: ResidencyPolicy
+metadata: {name: regions}
+spec:
+  phone_regions: %s
+  destinations: {eu: {jurisdiction: EU}}
+  rules:
+    - name: notes
+      match: {subjects: ["notes"]}
+      decision: allow
+      destinations: [eu]
+"""
+
+
+def test_a_policy_names_the_numbering_plans_for_bare_numbers() -> None:
+    from bridge.policy import Message
+    from tests.conftest import engine_for, policy_from_text
+
+    def verdict(regions: str, number: str) -> str:
+        engine = engine_for(policy_from_text(REGIONS_POLICY % regions))
+        decision = engine.evaluate(Message("notes", b'{"note": "ring %s"}' % number.encode(), {}))
+        return decision.reason
+
+    assert verdict("[GB]", "09098790029") == "leak-guard:phone"
+    assert verdict("[GB]", "3125550142") == "rule:notes"  # valid in the US plan only
+    assert verdict("[US]", "3125550142") == "leak-guard:phone"
+
+
+def test_a_region_without_a_numbering_plan_is_refused_by_name() -> None:
+    from bridge.errors import PolicyLoadError
+    from tests.conftest import policy_from_text
+
+    with pytest.raises(PolicyLoadError, match="'XX'"):
+        policy_from_text(REGIONS_POLICY % "[GB, XX]")

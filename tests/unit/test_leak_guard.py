@@ -215,8 +215,14 @@ def ssns(draw: st.DrawFn) -> list[str]:
 
 @st.composite
 def cards(draw: st.DrawFn) -> list[str]:
-    body = draw(st.sampled_from("4523")) + "".join(
-        draw(st.lists(st.sampled_from(string.digits), min_size=14, max_size=14))
+    # 16-digit numbers of real issuer ranges (Visa, Mastercard 5x and 2-series, JCB, Discover)
+    prefix = draw(st.sampled_from(["4", "51", "55", "2221", "2720", "3528", "6011", "62"]))
+    body = prefix + "".join(
+        draw(
+            st.lists(
+                st.sampled_from(string.digits), min_size=15 - len(prefix), max_size=15 - len(prefix)
+            )
+        )
     )
     check = next(d for d in string.digits if luhn_valid(body + d))
     number = body + check
