@@ -110,6 +110,7 @@ class CloudGateway:
             handler=store,
             on_reply_result=self.replies.on_result,
             on_sessions_changed=self._sessions_changed,
+            on_refused=self.metrics.stream_refused,
             name=settings.name,
         )
         self.replies.gateway = self.gateway

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from bridge import __version__
 
@@ -27,6 +27,18 @@ class CloudMetrics:
             ["result"],
             registry=self.registry,
         )
+        self._store_seconds = Histogram(
+            "rbridge_store_seconds",
+            "Time to store one batch of envelopes in RB_IN (until JetStream acknowledged it)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=self.registry,
+        )
+        self._streams_refused = Counter(
+            "rbridge_streams_refused",
+            "Site link streams refused, by code (unknown site, revoked, bad certificate, no hello)",
+            ["code"],
+            registry=self.registry,
+        )
         Info("rbridge_build", "Version of the gateway", registry=self.registry).info(
             {"version": __version__}
         )
@@ -39,3 +51,9 @@ class CloudMetrics:
 
     def leak(self, site: str, detector: str) -> None:
         self._leaks.labels(site, detector).inc()
+
+    def store_time(self, seconds: float) -> None:
+        self._store_seconds.observe(seconds)
+
+    def stream_refused(self, code: str) -> None:
+        self._streams_refused.labels(code).inc()

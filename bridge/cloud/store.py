@@ -10,6 +10,7 @@ leak guard over the payload: defence in depth, should an edge be misconfigured o
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -48,6 +49,7 @@ class StoreMetrics(Protocol):
     def stored(self, site: str, count: int) -> None: ...
     def refused(self, site: str, code: str) -> None: ...
     def leak(self, site: str, detector: str) -> None: ...
+    def store_time(self, seconds: float) -> None: ...
 
 
 @dataclass
@@ -124,7 +126,9 @@ class CloudStore:
             items.append((inbound_subject(envelope.capability), envelope.payload, headers))
             positions.append(position)
         if items:
+            started = time.monotonic()
             results = await self._store(items)
+            self.metrics.store_time(time.monotonic() - started)
             stored = 0
             for position, error in zip(positions, results, strict=True):
                 if error is None:

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -124,6 +125,7 @@ class LinkGateway(pb_grpc.LinkServicer):
         settings: LinkSettings | None = None,
         on_reply_result: ResultCallback | None = None,
         on_sessions_changed: Callable[[str], None] | None = None,
+        on_refused: Callable[[str], None] | None = None,
         name: str | None = None,
     ) -> None:
         self.tls = tls
@@ -136,7 +138,10 @@ class LinkGateway(pb_grpc.LinkServicer):
         self._on_reply_result = on_reply_result or _ignore_result
         self._on_sessions_changed = on_sessions_changed or (lambda _site: None)
         self.sessions: dict[str, list[Session]] = {}
-        self.refused: list[tuple[str, str]] = []
+        self._on_refused = on_refused or (lambda _code: None)
+        #: The last refusals (code, why), for tests and debugging; bounded, as refusals are free
+        #: for anyone who can reach the port to cause.
+        self.refused: deque[tuple[str, str]] = deque(maxlen=64)
         self._server: grpc.aio.Server | None = None
         self._probe: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -265,6 +270,7 @@ class LinkGateway(pb_grpc.LinkServicer):
     ) -> None:
         peer = context.peer()
         self.refused.append((code, message))
+        self._on_refused(code)
         log.warning("refused a stream from %s: %s: %s", peer, code, message)
         status = (
             grpc.StatusCode.UNAUTHENTICATED
