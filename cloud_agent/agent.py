@@ -46,6 +46,7 @@ from nats.js.errors import Error as JetStreamError
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from bridge import tracing
 from bridge.agentkit import (
     bucket,
     check_agent_name,
@@ -80,6 +81,7 @@ from bridge.natsconnect import (
 )
 from bridge.natsconsume import PullConsumer, keep_in_progress
 from bridge.supervise import Supervisor
+from bridge.tracing import SpanKind
 from cloud_agent.payload import with_pseudonyms
 
 log = logging.getLogger("cloud_agent")
@@ -184,6 +186,7 @@ class CloudAgent:
     # --- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        tracing.configure(f"cloud-agent-{self.name}")  # the OTEL_* environment, when it is set
         """Connect (failing with :class:`CloudAgentUnavailable` within ``connect_timeout``)
         and start one consuming task per capability."""
         try:
@@ -303,6 +306,18 @@ class CloudAgent:
 
     async def _handle(self, capability: str, message: Msg) -> None:
         headers = message.headers or {}
+        attributes = {
+            "rbridge.capability": capability,
+            "rbridge.site": headers.get(HEADER_SITE, ""),
+        }
+        with tracing.span(
+            f"handle {capability}", headers, kind=SpanKind.CONSUMER, attributes=attributes
+        ):
+            await self._handle_traced(capability, message, headers)
+
+    async def _handle_traced(
+        self, capability: str, message: Msg, headers: Mapping[str, str]
+    ) -> None:
         msg_id = headers.get(HEADER_RB_MSG_ID) or headers.get(HEADER_MSG_ID, "")
         key = hashlib.sha256(f"{capability}\0{msg_id}".encode()).hexdigest()[:40]
         if await self._answered(key):
@@ -381,16 +396,14 @@ class CloudAgent:
         token, site = headers.get(HEADER_REPLY_TOKEN), headers.get(HEADER_SITE)
         if not token or not site:
             return  # the sender asked for no reply
-        await self.nc.jetstream().publish(
-            reply_subject(site),
-            body,
-            headers={
-                HEADER_REPLY_TOKEN: token,
-                HEADER_CAPABILITY: capability,
-                HEADER_MSG_ID: f"reply/{msg_id}",
-                **extra,
-            },
-        )
+        reply_headers = {
+            HEADER_REPLY_TOKEN: token,
+            HEADER_CAPABILITY: capability,
+            HEADER_MSG_ID: f"reply/{msg_id}",
+            **extra,
+        }
+        tracing.inject(reply_headers)  # the handler's span: the reply continues its trace
+        await self.nc.jetstream().publish(reply_subject(site), body, headers=reply_headers)
 
     async def _answered(self, key: str) -> bool:
         assert self._done is not None

@@ -42,6 +42,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import APIError, NoStreamResponseError
 
+from bridge import tracing
 from bridge.agentkit import check_agent_name, dead_letter_headers, registrar, until_signalled
 from bridge.contract import (
     CLASSIFICATIONS,
@@ -64,6 +65,7 @@ from bridge.natsconnect import (
     connect,
     shown_url,
 )
+from bridge.tracing import SpanKind
 from edge_agent.errors import AgentError, Denied, HandlerFailed, TimedOut, Unavailable
 from edge_agent.heartbeat import Heartbeat
 
@@ -183,6 +185,7 @@ class Agent:
     # --- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        tracing.configure(f"agent-{self.name}")  # the OTEL_* environment, when it is set
         """Connect, subscribe every handler in the agent's queue group, start the heartbeat."""
         try:
             # Retried until ``connect_timeout``; once connected, reconnects go on for ever.
@@ -259,6 +262,10 @@ class Agent:
 
     async def _serve(self, handler: Handler, message: Msg) -> None:
         headers = dict(message.headers or {})
+        with tracing.span(f"handle {message.subject}", headers, kind=SpanKind.SERVER):
+            await self._serve_traced(handler, message, headers)
+
+    async def _serve_traced(self, handler: Handler, message: Msg, headers: dict[str, str]) -> None:
         error: BaseException | None = None
         for attempt in range(1, self.max_attempts + 1):
             request = Request(message.subject, message.data, headers, attempt)
@@ -314,8 +321,18 @@ class Agent:
         :class:`HandlerFailed` when that agent failed on every attempt.
         """
         self.stats.asked += 1
+        with tracing.span(f"ask {subject}", kind=SpanKind.CLIENT):
+            headers: dict[str, str] = {}
+            tracing.inject(headers)
+            return await self._ask(subject, payload, headers or None, timeout)
+
+    async def _ask(
+        self, subject: str, payload: Any, headers: dict[str, str] | None, timeout: float
+    ) -> Any:
         try:
-            answer = await self.nc.request(subject, encode(payload), timeout=timeout)
+            answer = await self.nc.request(
+                subject, encode(payload), timeout=timeout, headers=headers
+            )
         except NoRespondersError:
             raise Unavailable(subject, "no agent serves this subject") from None
         except (NatsTimeout, TimeoutError):
@@ -378,6 +395,17 @@ class Agent:
         if reply_to:
             headers[HEADER_REPLY_TO] = reply_to
         subject = outbound_subject(capability)
+        attributes = {"rbridge.capability": capability, "rbridge.classification": classification}
+        with tracing.span(
+            f"send_cloud {capability}", kind=SpanKind.PRODUCER, attributes=attributes
+        ):
+            tracing.inject(headers)
+            await self._store_outbound(subject, payload, headers)
+        return msg_id
+
+    async def _store_outbound(
+        self, subject: str, payload: Mapping[str, Any] | bytes, headers: dict[str, str]
+    ) -> None:
         try:
             await self.nc.jetstream().publish(subject, encode(payload), headers=headers, timeout=5)
         except NoStreamResponseError:
@@ -392,7 +420,6 @@ class Agent:
                     "stored was dropped, send again later"
                 )
             raise Unavailable(subject, reason) from None
-        return msg_id
 
     async def ask_cloud(
         self,
@@ -409,6 +436,28 @@ class Agent:
         :class:`Unavailable`, or :class:`HandlerFailed` when the cloud agent failed for good.
         After a timeout the message may still be delivered later; its reply is then dropped.
         """
+        with tracing.span(f"ask_cloud {capability}", kind=SpanKind.CLIENT) as current:
+            answer = await self._ask_cloud(capability, payload, classification, timeout, msg_id)
+            headers = answer.headers or {}
+            if current is not None and headers.get(HEADER_STATUS) == "denied":
+                current.set_attribute("rbridge.verdict", "deny")
+        if headers.get(HEADER_STATUS) == "denied":
+            raise Denied(
+                capability,
+                headers.get(HEADER_RULE, ""),
+                headers.get(HEADER_REASON, ""),
+                headers.get(HEADER_DETAIL, ""),
+            )
+        return _answer(capability, answer)
+
+    async def _ask_cloud(
+        self,
+        capability: str,
+        payload: Mapping[str, Any] | bytes,
+        classification: str,
+        timeout: float,
+        msg_id: str | None,
+    ) -> Msg:
         token = uuid.uuid4().hex
         waiting = _Waiting(asyncio.get_running_loop().create_future(), capability)
         self._waiting[token] = waiting
@@ -427,15 +476,7 @@ class Agent:
                 raise TimedOut(outbound_subject(capability), timeout) from None
         finally:
             self._waiting.pop(token, None)
-        headers = answer.headers or {}
-        if headers.get(HEADER_STATUS) == "denied":
-            raise Denied(
-                capability,
-                headers.get(HEADER_RULE, ""),
-                headers.get(HEADER_REASON, ""),
-                headers.get(HEADER_DETAIL, ""),
-            )
-        return _answer(capability, answer)
+        return answer
 
     async def _on_answer(self, message: Msg) -> None:
         waiting = self._waiting.get(message.subject.rsplit(".", 1)[-1])

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from bridge import tracing
 from bridge.cloud.config import CloudSettings
 from bridge.cloud.holds import Holds
 from bridge.cloud.metrics import CloudMetrics
@@ -48,6 +49,11 @@ class CloudGateway:
 
     async def _start(self) -> None:
         settings = self.settings
+        traces = tracing.configure(
+            "rbridge-gateway", settings.tracing.endpoint, settings.tracing.sample_ratio
+        )
+        if traces is not None:
+            log.info("traces go to %s (OTLP)", traces)
         self.nc = await connect(
             settings.nats.url,
             credentials=settings.nats.credentials,
@@ -185,4 +191,7 @@ async def run(settings: CloudSettings) -> None:
         "rbridge cloud: link on %s:%d, status on port %d",
         settings.listen.rpartition(":")[0], cloud.port, cloud.http_port,
     )  # fmt: skip
-    await systemd.serve_until_signalled(cloud.stop, lambda: f"link on port {cloud.port}")
+    try:
+        await systemd.serve_until_signalled(cloud.stop, lambda: f"link on port {cloud.port}")
+    finally:
+        tracing.shutdown()  # export what is pending

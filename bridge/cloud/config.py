@@ -9,7 +9,14 @@ from pydantic import Field, field_validator
 from bridge.link.pki import DEFAULT_TRUST_DOMAIN
 from bridge.policy.detectors import BUILTIN_DETECTORS
 from bridge.policy.subjects import subject_error
-from bridge.runtime.config import NatsSection, RuntimeSettings, Section, StreamSection, TLSSection
+from bridge.runtime.config import (
+    NatsSection,
+    RuntimeSettings,
+    Section,
+    StreamSection,
+    TLSSection,
+    TracingSection,
+)
 
 
 class SiteSection(Section):
@@ -84,3 +91,4 @@ class CloudSettings(RuntimeSettings):
     streams: CloudStreams = CloudStreams()
     grace_seconds: float = Field(10.0, ge=0)
     log_level: str = "info"
+    tracing: TracingSection = TracingSection()

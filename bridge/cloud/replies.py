@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 
+from bridge import tracing
 from bridge.contract import (
     HEADER_CAPABILITY,
     HEADER_MSG_ID,
@@ -38,6 +39,7 @@ from bridge.natsconsume import PullConsumer, keep_in_progress
 from bridge.runtime.background import Background
 from bridge.runtime.headers import header_problem, passthrough
 from bridge.supervise import frames
+from bridge.tracing import SpanKind
 
 log = logging.getLogger("rbridge.cloud.replies")
 
@@ -174,8 +176,23 @@ class ReplyForwarder:
                     await message.nak(delay=1)
 
     async def _forward(self, site: str, message: Msg) -> None:
+        span = None
+        if tracing.enabled():  # child of the cloud agent's reply; the edge's span follows on
+            attributes = {"rbridge.site": site}
+            span = tracing.start(
+                "rbridge.reply.forward",
+                message.headers,
+                kind=SpanKind.PRODUCER,
+                attributes=attributes,
+            )
+        try:
+            await self._forward_traced(site, message, tracing.traceparent(span))
+        finally:
+            tracing.end(span)
+
+    async def _forward_traced(self, site: str, message: Msg, traceparent: str) -> None:
         assert self.gateway is not None
-        envelope = self._envelope(message)
+        envelope = self._envelope(message, traceparent)
         if envelope is None:
             await message.term()
             return
@@ -192,7 +209,7 @@ class ReplyForwarder:
             log.warning("could not forward a reply: %s", type(error).__name__)
             await message.nak(delay=1)
 
-    def _envelope(self, message: Msg) -> Envelope | None:
+    def _envelope(self, message: Msg, traceparent: str = "") -> Envelope | None:
         headers = message.headers or {}
         problem = header_problem(headers)
         if problem is not None:
@@ -219,4 +236,5 @@ class ReplyForwarder:
             payload=message.data,
             reply_token=token,
             headers=passthrough(headers),
+            traceparent=traceparent or headers.get("traceparent", "")[:128],
         )

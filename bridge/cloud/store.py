@@ -18,6 +18,7 @@ from typing import Protocol
 from nats.errors import Error as NatsError
 from nats.js.errors import Error as JetStreamError
 
+from bridge import tracing
 from bridge.contract import (
     HEADER_CLASS,
     HEADER_MSG_ID,
@@ -37,6 +38,7 @@ from bridge.policy.subjects import SubjectPattern
 from bridge.runtime.headers import header_problem, passthrough
 from bridge.runtime.ports import Publisher
 from bridge.runtime.publisher import PERMANENT_PREFIX
+from bridge.tracing import Span, SpanKind
 
 log = logging.getLogger("rbridge.cloud.store")
 
@@ -102,6 +104,7 @@ class CloudStore:
         answers: list[Reject | None] = [None] * len(envelopes)
         items: list[tuple[str, bytes, Mapping[str, str]]] = []
         positions: list[int] = []
+        spans: dict[int, Span | None] = {}
         for position, envelope in enumerate(envelopes):
             refusal = self._check(site, envelope)
             if refusal is not None:
@@ -123,6 +126,19 @@ class CloudStore:
                 headers[HEADER_REPLY_TOKEN] = envelope.reply_token
             if envelope.traceparent:
                 headers["traceparent"] = envelope.traceparent
+            if tracing.enabled():  # the store's span, child of the edge's link send
+                span = tracing.start(
+                    "rbridge.store",
+                    {"traceparent": envelope.traceparent},
+                    kind=SpanKind.CONSUMER,
+                    attributes={
+                        "rbridge.site": site.site,
+                        "rbridge.capability": envelope.capability,
+                    },
+                )
+                spans[position] = span
+                headers.pop("tracestate", None)
+                tracing.inject(headers, span)
             items.append((inbound_subject(envelope.capability), envelope.payload, headers))
             positions.append(position)
         if items:
@@ -131,6 +147,7 @@ class CloudStore:
             self.metrics.store_time(time.monotonic() - started)
             stored = 0
             for position, error in zip(positions, results, strict=True):
+                tracing.end(spans.get(position), None if error is None else error[:120])
                 if error is None:
                     stored += 1
                 else:

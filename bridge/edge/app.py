@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from nats.aio.msg import Msg
 from nats.js import api
 
+from bridge import tracing
 from bridge.audit import AuditTrail
 from bridge.contract import OUTBOUND_PREFIX, STREAM_OUT, STREAM_QUARANTINE
 from bridge.edge.bridge import QUARANTINE_PREFIX, EdgeBridge
@@ -87,6 +88,11 @@ class EdgeApp:
 
     async def _start(self) -> None:
         settings = self.settings
+        traces = tracing.configure(
+            "rbridge-edge", settings.tracing.endpoint, settings.tracing.sample_ratio
+        )
+        if traces is not None:
+            log.info("traces go to %s (OTLP)", traces)
         keys = FileKeyStore(settings.keys_dir)
         self.policy = PolicySource(
             settings.policy.path,
@@ -351,6 +357,9 @@ async def run(settings: EdgeSettings) -> None:
     await app.start()
     # A JSON log line like every other (the journal and log shippers read one format).
     log.info("rbridge edge: site %s, status on port %d", settings.site, app.http_port)
-    await systemd.serve_until_signalled(
-        app.stop, app.describe_policy, reload=lambda: app.reload(force=True)
-    )
+    try:
+        await systemd.serve_until_signalled(
+            app.stop, app.describe_policy, reload=lambda: app.reload(force=True)
+        )
+    finally:
+        tracing.shutdown()  # export what is pending

@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 from nats.errors import NotJSMessageError
 
+from bridge import tracing
 from bridge.audit import AuditTrail, AuditWriteError
 from bridge.audit.records import CloudRefusalRecord, DecisionRecord, InboundRecord
 from bridge.audit.trail import digest
@@ -53,6 +54,7 @@ from bridge.policy.subjects import subject_error
 from bridge.runtime.background import Background
 from bridge.runtime.headers import header_problem, passthrough
 from bridge.runtime.ports import Bus, Publisher, Pulled
+from bridge.tracing import Span, SpanKind
 
 log = logging.getLogger("rbridge.edge")
 QUARANTINE_PREFIX = "rb.quarantine."
@@ -91,6 +93,7 @@ class Pending:
     pulled: float
     capability: str
     reply_to: str
+    span: Span | None = None  # the link send's span (tracing on): ended by the cloud's answer
 
 
 class Settlement:
@@ -199,8 +202,11 @@ class EdgeBridge:
                 decision = engine.evaluate(Message(capability, message.data, headers))
             reply_to, reply_refused = self._reply_route(headers, decision)
             destination = None
+            send_span = None
             if decision.allowed:
                 destination = next((name for name in decision.destinations if name in up), None)
+                if tracing.enabled():
+                    send_span = _trace_decision(capability, headers, decision, destination)
                 if destination is None:
                     waiting.append(message)
                     continue
@@ -218,12 +224,15 @@ class EdgeBridge:
                     reply_token=token,
                     headers=passthrough(headers),
                     created_unix_ms=int(time.time() * 1000),
-                    traceparent=headers.get("traceparent", "")[:128],
+                    traceparent=tracing.traceparent(send_span)
+                    or headers.get("traceparent", "")[:128],
                 )
                 forwards.setdefault(destination, []).append(
-                    (envelope, Pending(message, now, capability, reply_to))
+                    (envelope, Pending(message, now, capability, reply_to, send_span))
                 )
             else:
+                if tracing.enabled():
+                    _trace_decision(capability, headers, decision, None)
                 denied.append((message, decision, reply_to))
             record = self._record(msg_id, capability, decision, destination, message.data)
             if reply_refused:
@@ -358,6 +367,7 @@ class EdgeBridge:
     def on_result(self, token: Any, envelope: Envelope, reject: Reject | None) -> None:
         """The link's answer for one envelope: ack, put back, or terminate in RB_OUT."""
         pending: Pending = token
+        tracing.end(pending.span, None if reject is None else reject.code)
         if reject is None:
             self.settlement.ack(pending.message)
             self.metrics.forward_seconds.observe(time.monotonic() - pending.pulled)
@@ -420,6 +430,8 @@ class EdgeBridge:
         deliveries: list[Delivery] = []
         records: list[InboundRecord] = []
         for envelope, outcome in zip(envelopes, outcomes, strict=True):
+            if tracing.enabled():
+                _trace_inbound(envelope, outcome)
             if isinstance(outcome, Refused):
                 answers.append(outcome.reject)
                 records.append(self._inbound_record(envelope, "refused", outcome.reason, None, 0))
@@ -538,6 +550,51 @@ class EdgeBridge:
             "policy": self.policy.engine.name,
             "revision": self.policy.current.revision if self.policy.current else None,
         }
+
+
+def _trace_decision(
+    capability: str, headers: Mapping[str, str], decision: Decision, destination: str | None
+) -> Span | None:
+    """The decision's span (ended), child of the sender's; for an allowed message going to a
+    destination, the link send's span, its child, started (the cloud's answer ends it)."""
+    attributes: dict[str, str | int] = {
+        "rbridge.capability": capability[:256],
+        "rbridge.verdict": decision.verdict,
+        "rbridge.reason": decision.reason,
+        "rbridge.rule": decision.rule or "",
+        "rbridge.classification": decision.classification or "",
+        "rbridge.policy_revision": decision.revision,
+    }
+    for applied in decision.transforms:
+        if applied.places:
+            key = f"rbridge.transforms.{applied.action}"
+            attributes[key] = int(attributes.get(key, 0)) + applied.places
+    decided = tracing.start("rbridge.decide", headers, attributes=attributes)
+    tracing.end(decided)
+    if destination is None or not decision.allowed:
+        return None
+    return tracing.start(
+        "rbridge.link.send",
+        parent=decided,
+        kind=SpanKind.PRODUCER,
+        attributes={"rbridge.destination": destination},
+    )
+
+
+def _trace_inbound(envelope: Envelope, outcome: Delivery | Refused) -> None:
+    """A reply's re-identification (or a cloud request's admission), child of the cloud's span;
+    a delivery carries its context on to the local agent."""
+    parent = {"traceparent": envelope.traceparent} if envelope.traceparent else envelope.headers
+    if isinstance(outcome, Refused):
+        done = tracing.start("rbridge.inbound", parent, kind=SpanKind.CONSUMER)
+        tracing.end(done, outcome.reject.code)
+        return
+    name = "rbridge.reidentify" if outcome.kind == "reply" else "rbridge.inbound"
+    attributes = {"rbridge.rule": outcome.rule or "", "rbridge.reidentified": outcome.reidentified}
+    done = tracing.start(name, parent, kind=SpanKind.CONSUMER, attributes=attributes)
+    tracing.end(done)
+    outcome.headers.pop("tracestate", None)
+    tracing.inject(outcome.headers, done)
 
 
 def _retry_delay(reject: Reject, message: Pulled) -> float:

@@ -8,7 +8,14 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from bridge.edge.replyroutes import DEFAULT_REPLY_SUBJECTS, ReplySubjects
-from bridge.runtime.config import NatsSection, RuntimeSettings, Section, StreamSection, TLSSection
+from bridge.runtime.config import (
+    NatsSection,
+    RuntimeSettings,
+    Section,
+    StreamSection,
+    TLSSection,
+    TracingSection,
+)
 
 
 class ConsumerSection(Section):
@@ -118,6 +125,7 @@ class EdgeSettings(RuntimeSettings):
     http: str = "127.0.0.1:9464"
     grace_seconds: float = Field(10.0, ge=0)
     log_level: str = "info"
+    tracing: TracingSection = TracingSection()
 
     @property
     def state_directory(self) -> Path:

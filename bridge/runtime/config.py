@@ -48,6 +48,29 @@ class TLSSection(Section):
     ca: Path
 
 
+class TracingSection(Section):
+    """Where traces go (OpenTelemetry, OTLP over gRPC); off unless an endpoint is given here or
+    in OTEL_EXPORTER_OTLP_ENDPOINT."""
+
+    endpoint: str | None = Field(
+        None, description="OTLP gRPC endpoint, e.g. http://127.0.0.1:4317 (https: with TLS)"
+    )
+    sample_ratio: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="share of traces kept, decided where a trace starts (default: "
+        "OTEL_TRACES_SAMPLER_ARG, else 1.0)",
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected http://host:port or https://host:port, got {value!r}")
+        return value
+
+
 class StreamSection(Section):
     """How much one of the bridge's streams may hold; what is delivered is removed anyway."""
 

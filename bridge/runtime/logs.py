@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from bridge import tracing
 from bridge.supervise import frames
 
 _FIELDS = ("msg_id", "trace_id", "site", "rule", "reason", "destination", "revision", "code")
@@ -30,6 +31,8 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(name)
             if value is not None:
                 entry[name] = value
+        if "trace_id" not in entry and (ids := tracing.log_ids()) is not None:
+            entry["trace_id"], entry["span_id"] = ids  # the span the line was logged in
         if record.exc_info and record.exc_info[0] is not None:
             # The exception's type and where it was raised, never its message (it may quote a
             # value from a message).
