@@ -49,12 +49,25 @@ def register(commands: Any) -> None:
     up.add_argument(
         "--json", metavar="FILE", help="write the summary as JSON to FILE ('-': stdout)"
     )
+    up.add_argument("--otlp-endpoint", metavar="URL", default=None,
+                    help="send traces to this OTLP gRPC collector, e.g. http://127.0.0.1:4317 (default: OTEL_EXPORTER_OTLP_ENDPOINT, else no traces)")  # fmt: skip
     up.set_defaults(run=_up, command_path=["up"])
 
     agents = commands.add_parser("agents", help="list on-prem agents: live, silent and stopped")
     add_identity_arguments(agents)
     agents.add_argument("--json", action="store_true", help="print JSON lines")
     agents.set_defaults(run=_agents, command_path=["agents"])
+
+
+def _otlp_endpoint(given: str | None) -> str | None:
+    from bridge.tracing import configured_endpoint
+
+    endpoint = configured_endpoint(given)
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise UsageError(
+            f"--otlp-endpoint: expected http://host:port or https://host:port, got {endpoint!r}"
+        )
+    return endpoint
 
 
 def _up(arguments: argparse.Namespace) -> int:
@@ -82,6 +95,7 @@ def _up(arguments: argparse.Namespace) -> int:
         rate=rate,
         deny_every=arguments.deny_every,
         live=not arguments.once and console.is_terminal,
+        traces=_otlp_endpoint(arguments.otlp_endpoint),
     )
     summary = asyncio.run(run(options, console))
     text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()

@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 from rich.console import Console
 from rich.live import Live
 
+from bridge import tracing
 from bridge.audit import verify_paths
 from bridge.up.stack import Stack, fetch_text
 from bridge.up.traffic import EXPECTED_DENY_RULE, Feeder, Tally
@@ -32,11 +33,14 @@ class Options:
     rate: float
     deny_every: int
     live: bool
+    traces: str | None = None  # OTLP endpoint (a local collector), or None: no traces
 
 
 async def run(options: Options, console: Console) -> dict[str, Any]:
     """Bring the system up, feed it, and return the summary; everything is stopped on return."""
-    stack = Stack(options.state, options.policy)
+    stack = Stack(options.state, options.policy, options.traces)
+    if options.traces:  # the example agents run in this process
+        tracing.configure("rbridge-up-agents", options.traces)
     tally = Tally()
     cloud_sample: dict[str, Any] = {}
     stopping = asyncio.Event()
@@ -75,6 +79,9 @@ async def run(options: Options, console: Console) -> dict[str, Any]:
             "audit trail": str(stack.audit_dir),
             "logs": str(options.state / "logs"),
             "edge NATS / cloud NATS": f"{stack.edge_nats.url}  {stack.cloud_nats.url}",
+            "traces": f"{options.traces} (OTLP)"
+            if options.traces
+            else "off (--otlp-endpoint URL sends them to a collector)",
         }
         console.print("[bold green]Residency Bridge is up.[/bold green] Ctrl-C stops everything.")
         for label, value in where.items():
@@ -116,6 +123,7 @@ async def run(options: Options, console: Console) -> dict[str, Any]:
             with contextlib.suppress(Exception):
                 await observer.close()
         await asyncio.to_thread(stack.stop)
+        await asyncio.to_thread(tracing.shutdown)  # the agents' last spans
 
 
 def summarize(

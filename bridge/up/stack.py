@@ -78,6 +78,7 @@ class Runtime:
 class Stack:
     state: Path
     policy: Path
+    traces: str | None = None  # an OTLP endpoint the runtimes send traces to
     edge_nats: NatsServer = field(init=False)
     cloud_nats: NatsServer = field(init=False)
     gateway: Runtime = field(init=False)
@@ -132,6 +133,8 @@ class Stack:
                 "nats": {"url": self.cloud_nats.url},
                 "grace_seconds": 3,
             }
+            if self.traces:
+                cloud_config["tracing"] = {"endpoint": self.traces}
             runtime.config.write_text(yaml.safe_dump(cloud_config))
         cert, key = pki.sites[SITE]
         edge_config = {
@@ -149,6 +152,8 @@ class Stack:
             "http": f"127.0.0.1:{self.edge.http_port}",
             "grace_seconds": 3,
         }
+        if self.traces:
+            edge_config["tracing"] = {"endpoint": self.traces}
         self.edge.config.write_text(yaml.safe_dump(edge_config))
 
     async def start(self, timeout: float = 60.0) -> None:

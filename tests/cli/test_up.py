@@ -7,10 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import orjson
 import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from tests.conftest import ROOT
 
@@ -128,6 +132,7 @@ def test_a_killed_rbridge_up_takes_its_children_with_it(tmp_path: Path) -> None:
         (["--rate", "0"], "must be greater than 0"),
         (["--claims", "many"], "is not a number"),
         (["--policy", "/nonexistent/policy.yaml"], "policy file not found"),
+        (["--otlp-endpoint", "127.0.0.1:4317"], "expected http://host:port"),
     ],
 )
 def test_bad_arguments_are_one_line_usage_errors(arguments: list[str], message: str) -> None:
@@ -145,3 +150,43 @@ def test_a_state_dir_it_did_not_make_is_refused(tmp_path: Path) -> None:
     assert process.returncode == 2
     assert "was not made by 'rbridge up'" in output
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP trace receiver: which services sent spans, and how many."""
+
+    def __init__(self) -> None:
+        self.spans: Counter[str] = Counter()
+
+    def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        for resource in request.resource_spans:
+            service = next(
+                a.value.string_value
+                for a in resource.resource.attributes
+                if a.key == "service.name"
+            )
+            self.spans[service] += sum(len(scope.spans) for scope in resource.scope_spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def test_traces_go_to_the_collector_it_is_given(tmp_path: Path) -> None:
+    receiver = Receiver()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        process = rbridge_up(
+            "--once", "--claims", "5", "--state-dir", str(tmp_path / "state"),
+            "--otlp-endpoint", endpoint,
+        )  # fmt: skip
+        output, _ = process.communicate(timeout=240)
+        assert process.returncode == 0, output
+        assert f"traces: {endpoint} (OTLP)" in output
+    finally:
+        server.stop(5).wait()
+    # The runtimes export on their way out, the example agents when rbridge up ends.
+    assert {"rbridge-edge", "rbridge-gateway", "rbridge-up-agents"} <= receiver.spans.keys()
