@@ -1,6 +1,6 @@
 """The bridge end to end against a bare relay and a NATS leafnode, on this machine, in one run.
 
-Run: .venv/bin/python -m benchmarks.bench_e2e [--messages N] [--sync always|default] [--backlog N]
+Run: .venv/bin/python -m benchmarks.bench_e2e [--messages N] [--sync always|default] [--backlog N] [--tracing]
 
 (b) a bare Python relay: nats-py subscribe on NATS A, publish to NATS B (no policy, no gRPC);
 (c) a NATS leafnode with mutual TLS from A to B (no Python at all; it cannot redact);
@@ -22,12 +22,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import grpc
 import nats
 import orjson
 import yaml
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from benchmarks.bench_policy import reference_claim
 from bridge.keys import FileKeyStore
@@ -291,7 +294,12 @@ def bridge_configs(
 
 
 async def start_bridge(
-    work: Path, pki: Path, keys: Path, edges: int, sync: str | None
+    work: Path,
+    pki: Path,
+    keys: Path,
+    edges: int,
+    sync: str | None,
+    env: dict[str, str] | None = None,
 ) -> tuple[NatsServer, NatsServer, subprocess.Popen[bytes], list[subprocess.Popen[bytes]]]:
     work.mkdir(parents=True, exist_ok=True)
     edge_nats = NatsServer(work / "edge-nats", name="edge", sync_interval=sync)
@@ -302,7 +310,7 @@ async def start_bridge(
     processes = []
     cloud_config, _ = bridge_configs(work, pki, keys, edge_nats.url, cloud_nats.url, port, "e0")
     gateway = start_process(
-        ["-m", "bridge.cli.main", "cloud", "--config", str(cloud_config)], work / "cloud.log"
+        ["-m", "bridge.cli.main", "cloud", "--config", str(cloud_config)], work / "cloud.log", env
     )
     await wait_for_text(work / "cloud.log", "rbridge cloud: link on")
     for index in range(edges):
@@ -313,6 +321,7 @@ async def start_bridge(
             start_process(
                 ["-m", "bridge.cli.main", "edge", "--config", str(edge_config)],
                 work / f"edge-{index}.log",
+                env,
             )
         )
         await wait_for_text(work / f"edge-{index}.log", "rbridge edge: site")
@@ -332,9 +341,17 @@ def stop_all(*processes: subprocess.Popen[bytes]) -> None:
 
 
 async def run_bridge(
-    work: Path, pki: Path, keys: Path, messages: int, edges: int, sync: str | None
+    work: Path,
+    pki: Path,
+    keys: Path,
+    messages: int,
+    edges: int,
+    sync: str | None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    edge_nats, cloud_nats, gateway, processes = await start_bridge(work, pki, keys, edges, sync)
+    edge_nats, cloud_nats, gateway, processes = await start_bridge(
+        work, pki, keys, edges, sync, env
+    )
     try:
         before = [cpu_seconds(p.pid) for p in processes]
         gateway_before = cpu_seconds(gateway.pid)
@@ -467,15 +484,67 @@ async def run_backlog(
         cloud_nats.kill()
 
 
+class SpanCounter(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP receiver that only counts: what tracing costs the bridge, not a collector."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        for resource in request.resource_spans:
+            for scope in resource.scope_spans:
+                self.spans += len(scope.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+async def run_tracing(messages: int, sync: str | None) -> None:
+    """The edge bridge's and the gateway's CPU per message with tracing off, and on at 100 %
+    and 1 % sampling (spans exported to a receiver in this process), one after another."""
+    work, pki, keys = dev_material("rbridge-bench-tracing-")
+    counter = SpanCounter()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(counter, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+    modes = {
+        "tracing off": None,
+        "tracing on, 100 % sampled": {**endpoint, "OTEL_TRACES_SAMPLER_ARG": "1.0"},
+        "tracing on, 1 % sampled": {**endpoint, "OTEL_TRACES_SAMPLER_ARG": "0.01"},
+    }
+    print(f"\n1 KiB claims, {messages:,} per run, one edge bridge; CPU per message")
+    print(f"{'mode':<30}{'msg/s':>10}{'edge us/msg':>14}{'gateway us/msg':>16}{'spans':>10}")
+    try:
+        for name, env in modes.items():
+            before = counter.spans
+            figures = await run_bridge(
+                work / name.replace(" ", "-").replace("%", "pc").replace(",", ""),
+                pki, keys.directory, messages, 1, sync, env,
+            )  # fmt: skip
+            print(
+                f"{name:<30}{figures['rate']:>10,.0f}{figures['edge_cpu'][0]:>14.1f}"
+                f"{figures['gateway_cpu']:>16.1f}{counter.spans - before:>10,}"
+            )
+    finally:
+        server.stop(5).wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--sync", choices=["default", "always"], default="default")
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--relay", nargs=2, metavar=("SOURCE", "TARGET"), help=argparse.SUPPRESS)
+    parser.add_argument("--tracing", action="store_true", help="only the tracing off/on comparison")
     arguments = parser.parse_args()
     if arguments.relay:
         asyncio.run(Relay.serve(*arguments.relay))
+        return
+    if arguments.tracing:
+        sync = None if arguments.sync == "default" else "always"
+        asyncio.run(run_tracing(arguments.messages, sync))
         return
     asyncio.run(
         run(

@@ -69,13 +69,15 @@ def dead_letter_headers(
     return dead
 
 
-async def bucket(js: JetStreamContext, name: str, *, ttl: float) -> KeyValue:
+async def bucket(js: JetStreamContext, name: str, *, ttl: float, replicas: int = 1) -> KeyValue:
     """The key-value bucket ``name`` (one value per key, entries expiring after ``ttl``),
-    created if it does not exist yet."""
+    created with ``replicas`` copies if it does not exist yet."""
     try:
         return await js.key_value(name)
     except JetStreamError:
-        return await js.create_key_value(api.KeyValueConfig(bucket=name, history=1, ttl=ttl))
+        return await js.create_key_value(
+            api.KeyValueConfig(bucket=name, history=1, ttl=ttl, replicas=replicas)
+        )
 
 
 async def until_signalled(*stopped: asyncio.Event) -> None:

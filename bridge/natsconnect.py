@@ -39,11 +39,29 @@ AGENT_IDENTITY_HINT = (
 
 
 def shown_url(url: str) -> str:
-    """A server URL as logs may show it: any user name or password in it replaced by ``***``."""
+    """A server URL (or a comma-separated list of them) as logs may show it: any user name or
+    password in it replaced by ``***``."""
+    if "," in url:
+        return ",".join(shown_url(one.strip()) for one in url.split(","))
     scheme, separator, rest = url.rpartition("://")
     if "@" not in rest:
         return url
     return f"{scheme}{separator}***@{rest.rsplit('@', 1)[1]}"
+
+
+def server_list(url: str) -> list[str]:
+    """The servers of ``url``: one URL, or several separated by commas (the members of a
+    cluster; a client connects to any and moves to another when it goes)."""
+    return [one.strip() for one in url.split(",") if one.strip()]
+
+
+def replicas_for(nc: Client, wanted: int | None) -> int:
+    """How many replicas a stream or bucket gets: ``wanted``, else 3 when the server the client
+    is connected to is in a cluster and 1 when it is alone."""
+    if wanted is not None:
+        return wanted
+    info = getattr(nc, "_server_info", None) or {}
+    return 3 if info.get("cluster") else 1
 
 
 class NatsConnectError(RbridgeError):
@@ -166,7 +184,7 @@ async def connect(
             log.warning("NATS error: %s", type(problem).__name__)
 
     options: dict[str, Any] = {
-        "servers": [identity.url],
+        "servers": server_list(identity.url),
         "name": name,
         "max_reconnect_attempts": -1 if reconnect else 0,
         "allow_reconnect": reconnect,

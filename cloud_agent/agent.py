@@ -77,6 +77,7 @@ from bridge.natsconnect import (
     NatsConnectError,
     NatsIdentity,
     connect,
+    replicas_for,
     shown_url,
 )
 from bridge.natsconsume import PullConsumer, keep_in_progress
@@ -201,7 +202,9 @@ class CloudAgent:
         except NatsConnectError as error:
             raise CloudAgentUnavailable(str(error)) from None
         js = self._nc.jetstream()
-        self._done = await _done_bucket(js, self.name, self.remember_seconds)
+        self._done = await _done_bucket(
+            js, self.name, self.remember_seconds, replicas_for(self.nc, None)
+        )
         for capability in self._handlers:
             self.loops.spawn(
                 f"consume-{capability}", functools.partial(self._consume, js, capability)
@@ -418,5 +421,5 @@ class CloudAgent:
         await self._done.put(key, b"1")
 
 
-async def _done_bucket(js: JetStreamContext, agent: str, ttl: float) -> KeyValue:
-    return await bucket(js, f"rb_done_{agent.replace('-', '_')}", ttl=ttl)
+async def _done_bucket(js: JetStreamContext, agent: str, ttl: float, replicas: int) -> KeyValue:
+    return await bucket(js, f"rb_done_{agent.replace('-', '_')}", ttl=ttl, replicas=replicas)

@@ -26,6 +26,7 @@ from nats.js.kv import KeyValue
 from bridge.agentkit import bucket
 from bridge.cancellation import cancel_until_done
 from bridge.contract import AGENTS_BUCKET
+from bridge.natsconnect import replicas_for
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -40,9 +41,9 @@ def agent_key(agent: str, instance: str) -> str:
     return f"{_UNSAFE.sub('_', agent)}.{_UNSAFE.sub('_', instance)}"
 
 
-async def agents_bucket(js: JetStreamContext) -> KeyValue:
-    """The agents' key-value bucket, created if needed."""
-    return await bucket(js, AGENTS_BUCKET, ttl=BUCKET_TTL_SECONDS)
+async def agents_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    """The agents' key-value bucket, created (with ``replicas`` copies) if needed."""
+    return await bucket(js, AGENTS_BUCKET, ttl=BUCKET_TTL_SECONDS, replicas=replicas)
 
 
 class Heartbeat:
@@ -77,7 +78,8 @@ class Heartbeat:
 
     async def start(self) -> None:
         try:
-            self._bucket = await agents_bucket(self.agent.nc.jetstream())
+            nc = self.agent.nc
+            self._bucket = await agents_bucket(nc.jetstream(), replicas_for(nc, None))
         except (NatsError, JetStreamError, TimeoutError) as error:
             # Supervision needs JetStream; the agent still works without it.
             log.warning(

@@ -14,6 +14,7 @@ from bridge.cloud.replies import ReplyForwarder
 from bridge.cloud.store import CloudGuard, CloudStore
 from bridge.contract import INBOUND_PREFIX, REPLY_PREFIX, STREAM_IN, STREAM_REPLY
 from bridge.link import LinkGateway, Revocations, ServerTLS, TLSFiles
+from bridge.natsconnect import replicas_for
 from bridge.runtime import systemd
 from bridge.runtime.http import StatusServer
 from bridge.runtime.natsconn import connect
@@ -55,12 +56,13 @@ class CloudGateway:
         if traces is not None:
             log.info("traces go to %s (OTLP)", traces)
         self.nc = await connect(
-            settings.nats.url,
+            settings.nats.address,
             credentials=settings.nats.credentials,
             nkey_seed=settings.nats.nkey_seed,
             name="rbridge-cloud",
         )
         js = self.nc.jetstream()
+        replicas = replicas_for(self.nc, settings.nats.replicas)
         self.replies = ReplyForwarder(
             self.nc, count=lambda result: self.metrics.replies.labels(result).inc()
         )
@@ -77,6 +79,7 @@ class CloudGateway:
                 interest=True,
                 bounds=settings.streams.inbound.bounds(),
                 duplicate_window=settings.duplicate_window_seconds,
+                replicas=replicas,
             ),
         )
         reply_consumers = [self.replies.consumer_config(site) for site in settings.sites]
@@ -88,6 +91,7 @@ class CloudGateway:
                 interest=True,
                 bounds=settings.streams.replies.bounds(),
                 duplicate_window=settings.duplicate_window_seconds,
+                replicas=replicas,
             ),
             reply_consumers,
         )

@@ -24,6 +24,7 @@ from bridge.edge.tokens import JetStreamSpentTokens, ReplyTokens
 from bridge.errors import RbridgeError
 from bridge.keys import FileKeyStore
 from bridge.link import ClientTLS, EdgeLink, Hello, LinkSettings, TLSFiles
+from bridge.natsconnect import replicas_for
 from bridge.natsconsume import PullConsumer, keep_in_progress
 from bridge.policy import ResidencyPolicy
 from bridge.runtime import systemd
@@ -111,12 +112,13 @@ class EdgeApp:
             keys.current(settings.replies.key), settings.site, settings.replies.ttl_seconds
         )
         self.nc = await connect(
-            settings.nats.url,
+            settings.nats.address,
             credentials=settings.nats.credentials,
             nkey_seed=settings.nats.nkey_seed,
             name=f"rbridge-edge-{self.instance}",
         )
         self.js = self.nc.jetstream()
+        self.replicas = replicas_for(self.nc, settings.nats.replicas)
         self.publisher = StreamPublisher(self.nc)
         await self.publisher.start()
         # A message is removed from RB_OUT once the cloud has it and the edge acked it; the
@@ -131,6 +133,7 @@ class EdgeApp:
                     STREAM_QUARANTINE,
                     [f"{QUARANTINE_PREFIX}>"],
                     bounds=Bounds(max_age=settings.quarantine.max_age_seconds),
+                    replicas=self.replicas,
                 ),
             )
         self.bridge = EdgeBridge(
@@ -138,7 +141,7 @@ class EdgeApp:
             tokens=tokens, metrics=self.metrics, quarantine=settings.quarantine.enabled,
             reply_subjects=ReplySubjects(settings.replies.subjects),
             spent=await JetStreamSpentTokens.open(
-                self.js, settings.replies.ttl_seconds, self.publisher
+                self.js, settings.replies.ttl_seconds, self.publisher, self.replicas
             ),
         )  # fmt: skip
         link_settings = LinkSettings(
@@ -181,6 +184,7 @@ class EdgeApp:
             [f"{OUTBOUND_PREFIX}>"],
             interest=True,
             bounds=self.settings.streams.outbound.bounds(),
+            replicas=self.replicas,
         )
 
     def _consumer_config(self) -> api.ConsumerConfig:

@@ -29,12 +29,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nats.js import JetStreamContext, api
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from bridge.errors import RbridgeError
 from bridge.policy.keyring import KeyVersion
 from bridge.runtime.publisher import StreamPublisher
+from bridge.runtime.streams import StreamConfigError, replicas_problem, report_replicas
 
 PREFIX = "r1."
 
@@ -136,23 +137,29 @@ class JetStreamSpentTokens:
 
     @classmethod
     async def open(
-        cls, js: JetStreamContext, ttl_seconds: int, publisher: StreamPublisher
+        cls, js: JetStreamContext, ttl_seconds: int, publisher: StreamPublisher, replicas: int = 1
     ) -> JetStreamSpentTokens:
         """The bucket, created if needed; an existing one that forgets sooner is extended."""
         try:
             bucket = await js.key_value(SPENT_TOKENS_BUCKET)
         except (BucketNotFoundError, NotFoundError):
-            bucket = await js.create_key_value(
-                api.KeyValueConfig(
-                    bucket=SPENT_TOKENS_BUCKET,
-                    history=1,
-                    ttl=ttl_seconds,
-                    storage=api.StorageType.FILE,
+            try:
+                bucket = await js.create_key_value(
+                    api.KeyValueConfig(
+                        bucket=SPENT_TOKENS_BUCKET,
+                        history=1,
+                        ttl=ttl_seconds,
+                        storage=api.StorageType.FILE,
+                        replicas=replicas,
+                    )
                 )
-            )
+            except APIError as error:
+                problem = replicas_problem(f"bucket {SPENT_TOKENS_BUCKET}", replicas, error)
+                raise StreamConfigError(problem) from None
             return cls(bucket, publisher)
         stream = f"KV_{SPENT_TOKENS_BUCKET}"
         info = await js.stream_info(stream)
+        report_replicas(stream, info.config.num_replicas or 1, replicas)
         max_age = info.config.max_age or 0
         if 0 < max_age < ttl_seconds:
             # Spent tokens must be remembered at least as long as tokens are valid.

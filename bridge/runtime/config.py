@@ -36,8 +36,33 @@ class NatsSection(Section):
     """The runtime's NATS server and identity (the same for the edge and the gateway)."""
 
     url: str = "nats://127.0.0.1:4222"
+    servers: list[str] = Field(
+        default_factory=list,
+        description="the members of a NATS cluster (nats://host:port each), instead of url; the "
+        "runtime connects to any and moves to another when one goes",
+    )
     credentials: Path | None = Field(None, description="NATS user credentials file (.creds)")
     nkey_seed: Path | None = Field(None, description="file holding an nkey seed")
+    replicas: int | None = Field(
+        None,
+        ge=1,
+        le=5,
+        description="copies JetStream keeps of each stream and bucket the runtime creates "
+        "(default: 3 on a cluster, 1 on a single server); existing ones are reported, not changed",
+    )
+
+    @property
+    def address(self) -> str:
+        """The server URL, or the cluster's as one comma-separated list."""
+        return ",".join(self.servers) if self.servers else self.url
+
+    @field_validator("servers")
+    @classmethod
+    def _urls(cls, servers: list[str]) -> list[str]:
+        for server in servers:
+            if "://" not in server or "," in server:
+                raise ValueError(f"expected nats://host:port, got {server!r}")
+        return servers
 
 
 class TLSSection(Section):

@@ -28,6 +28,18 @@ log = logging.getLogger("rbridge.streams")
 
 
 _NO_STORAGE = 10047  # "insufficient storage resources available"
+_NO_PEERS = frozenset({10005, 10023, 10074})  # not enough servers / no cluster for the replicas
+
+
+def replicas_problem(name: str, replicas: int, error: APIError) -> str:
+    """Why a stream or bucket with ``replicas`` copies could not be made, for an operator."""
+    if error.err_code in _NO_PEERS or "replica" in (error.description or "").lower():
+        return (
+            f"{name} wants {replicas} replicas, more than the NATS servers with JetStream there "
+            f"are to hold them ({error.description}): set nats.replicas lower, or add servers "
+            "to the cluster"
+        )
+    return f"{name} cannot be created: {error.description}"
 
 
 class StreamConfigError(RbridgeError):
@@ -52,6 +64,7 @@ class StreamSpec:
     interest: bool = False
     bounds: Bounds = Bounds()
     duplicate_window: float = 120.0
+    replicas: int = 1
 
     def config(self, *, interest: bool | None = None) -> api.StreamConfig:
         wanted = self.interest if interest is None else interest
@@ -64,6 +77,7 @@ class StreamSpec:
             max_bytes=self.bounds.max_bytes,
             max_age=self.bounds.max_age,
             duplicate_window=self.duplicate_window,
+            num_replicas=self.replicas,
         )
 
 
@@ -103,7 +117,7 @@ async def ensure_stream(
             info = await js.add_stream(spec.config(interest=False))
         except APIError as error:
             raise StreamConfigError(
-                f"stream {spec.name} cannot be created: {error.description}"
+                replicas_problem(f"stream {spec.name}", spec.replicas, error)
                 + (
                     " (JetStream reserves max_bytes on its store: lower the stream's "
                     "max_bytes or give the store more room)"
@@ -112,6 +126,8 @@ async def ensure_stream(
                 )
             ) from None
         created = True
+    else:
+        report_replicas(spec.name, info.config.num_replicas or 1, spec.replicas)
     for consumer in consumers:
         try:
             await js.add_consumer(spec.name, config=consumer)
@@ -121,6 +137,7 @@ async def ensure_stream(
                 f"{consumer.durable_name}: {error.description}"
             ) from None
     wanted = spec.config()
+    wanted.num_replicas = info.config.num_replicas  # reported above, never changed here
     current, target = _shown(info.config), _shown(wanted)
     if current == target:
         return info
@@ -143,6 +160,17 @@ async def ensure_stream(
             f"stream {spec.name} exists with a configuration that cannot be changed to this "
             f"one ({changes}): {error.description}; see the operator's guide, 'Retention'"
         ) from None
+
+
+def report_replicas(name: str, current: int, wanted: int) -> None:
+    """An existing stream keeps its replicas: changing them moves its data, which is the
+    operator's call (the guide shows ``nats stream edit NAME --replicas N``)."""
+    if current != wanted:
+        log.warning(
+            "stream %s has %d replica(s) and the settings ask for %d: left as it is; scale it "
+            "with `nats stream edit %s --replicas %d` (see the guide, 'High availability')",
+            name, current, wanted, name, wanted,
+        )  # fmt: skip
 
 
 async def consumers_of(js: JetStreamContext, stream: str) -> list[api.ConsumerInfo]:

@@ -1,0 +1,177 @@
+"""The bridge on a NATS cluster: three copies of every stream and bucket it makes, a clear
+refusal when there are fewer servers than copies, existing streams reported rather than changed,
+and the flow going on while the server leading RB_OUT is killed and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import orjson
+import pytest
+from nats.js import api
+from nats.js.errors import APIError
+
+from bridge.edge.tokens import SPENT_TOKENS_BUCKET
+from bridge.runtime.streams import StreamConfigError
+from tests.cluster import Cluster
+from tests.runtime.helpers import stream_messages
+from tests.runtime.world import World
+
+pytestmark = pytest.mark.servers
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    made = Cluster(tmp_path / "cluster")
+    try:
+        await made.start()
+        yield made
+    finally:
+        made.kill()
+
+
+async def replicas(urls: list[str], stream: str) -> int:
+    connection = await nats.connect(servers=urls)
+    try:
+        info = await connection.jetstream().stream_info(stream)
+        return int(info.config.num_replicas or 1)
+    finally:
+        await connection.close()
+
+
+async def test_every_stream_and_bucket_of_the_edge_has_three_copies_on_a_cluster(
+    world: World, cluster: Cluster
+) -> None:
+    await world.start_gateway()
+    await world.start_edge(nats={"servers": cluster.urls}, quarantine={"enabled": True})
+    for stream in ("RB_OUT", "RB_QUARANTINE", f"KV_{SPENT_TOKENS_BUCKET}"):
+        assert await replicas(cluster.urls, stream) == 3, stream
+
+
+async def test_more_copies_than_servers_is_refused_at_start_by_name(world: World) -> None:
+    await world.start_gateway()
+    with pytest.raises(StreamConfigError, match="RB_OUT wants 3 replicas") as refused:
+        await world.start_edge(nats={"url": world.edge_nats.url, "replicas": 3})
+    assert "nats.replicas" in str(refused.value)
+
+
+async def test_an_existing_stream_keeps_its_copies_and_is_reported(
+    world: World, cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = await nats.connect(servers=cluster.urls)
+    await connection.jetstream().add_stream(
+        api.StreamConfig(name="RB_OUT", subjects=["rb.out.>"], num_replicas=1)
+    )
+    await connection.close()
+    await world.start_gateway()
+    with caplog.at_level(logging.WARNING, logger="rbridge.streams"):
+        await world.start_edge(nats={"servers": cluster.urls})
+    assert await replicas(cluster.urls, "RB_OUT") == 1
+    assert "stream RB_OUT has 1 replica(s) and the settings ask for 3" in caplog.text
+
+
+async def publish_until_stored(urls: list[str], first: int, last: int) -> None:
+    """Publish each message until JetStream acknowledged it (the same id: stored once),
+    riding out a leader election."""
+    connection = await nats.connect(servers=urls, max_reconnect_attempts=-1)
+    js = connection.jetstream()
+    try:
+        for number in range(first, last):
+            while True:
+                try:
+                    await js.publish(
+                        "rb.out.docs.parse",
+                        orjson.dumps({"claim_id": f"H-{number}"}),
+                        headers={"Rb-Class": "internal", "Nats-Msg-Id": f"h-{number}"},
+                        timeout=2,
+                    )
+                    break
+                except (APIError, TimeoutError, nats.errors.Error):
+                    await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
+
+
+@pytest.mark.slow
+async def test_the_flow_goes_on_while_the_server_leading_rb_out_is_killed(
+    world: World, cluster: Cluster
+) -> None:
+    await world.start_gateway()
+    edge = await world.start_edge(nats={"servers": cluster.urls})
+    await edge.links["cloud-eu"].wait_up(20)
+    await publish_until_stored(cluster.urls, 0, 100)
+    connection = await nats.connect(servers=cluster.urls)
+    leader = (await connection.jetstream().stream_info("RB_OUT")).cluster.leader  # type: ignore[union-attr]
+    await connection.close()
+    assert leader is not None
+    killed = cluster.by_name(leader)
+    sender = asyncio.create_task(publish_until_stored(cluster.urls, 100, 300))
+    await asyncio.sleep(0.3)
+    killed.kill()
+    started = asyncio.get_running_loop().time()
+    await sender
+    await asyncio.to_thread(killed.start)
+
+    async def all_stored() -> bool:
+        cloud = await nats.connect(world.cloud_nats.url)
+        try:
+            info = await cloud.jetstream().stream_info("RB_IN")
+            return int(info.state.messages) >= 300
+        finally:
+            await cloud.close()
+
+    async with asyncio.timeout(120):
+        while not await all_stored():
+            await asyncio.sleep(0.2)
+    print(
+        f"\n{leader} killed: every message stored {asyncio.get_running_loop().time() - started:.1f} s later"
+    )
+    stored = await stream_messages(world.cloud_nats.url, "RB_IN")
+    ids = [(message.headers or {})["Nats-Msg-Id"] for message in stored]
+    assert sorted(ids) == sorted(f"plant-a/h-{n}" for n in range(300)), "lost or doubled"
+    with contextlib.suppress(Exception):
+        await edge.stop()
+
+
+async def test_agents_take_a_cluster_as_a_list_of_urls(world: World, cluster: Cluster) -> None:
+    from bridge.contract import AGENTS_BUCKET
+    from edge_agent import Agent
+
+    await world.start_gateway()
+    await world.start_edge(nats={"servers": cluster.urls})
+    async with Agent("desk", nats_url=",".join(cluster.urls)) as desk:
+        msg_id = await desk.send_cloud("docs.parse", {"claim_id": "C-1"}, classification="internal")
+    assert msg_id
+    assert await replicas(cluster.urls, f"KV_{AGENTS_BUCKET}") == 3
+
+
+async def test_a_stream_grows_from_one_copy_to_three_with_messages_waiting(
+    cluster: Cluster,
+) -> None:
+    """The guide's procedure for moving from one server to three: the backlog survives."""
+    connection = await nats.connect(servers=cluster.urls)
+    js = connection.jetstream()
+    try:
+        await js.add_stream(api.StreamConfig(name="RB_OUT", subjects=["rb.out.>"], num_replicas=1))
+        for number in range(500):
+            await js.publish("rb.out.docs.parse", b"{}", headers={"Nats-Msg-Id": f"w-{number}"})
+        info = await js.stream_info("RB_OUT")
+        info.config.num_replicas = 3  # what `nats stream edit RB_OUT --replicas 3` sends
+        await js.update_stream(info.config)
+
+        async def grown() -> bool:
+            current = await js.stream_info("RB_OUT")
+            peers = current.cluster.replicas if current.cluster else None
+            return len(peers or []) == 2 and all(peer.current for peer in peers or [])
+
+        async with asyncio.timeout(60):
+            while not await grown():
+                await asyncio.sleep(0.2)
+        assert (await js.stream_info("RB_OUT")).state.messages == 500
+    finally:
+        await connection.close()
