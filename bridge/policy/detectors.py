@@ -151,10 +151,22 @@ def _confirm_card(data: bytes, start: int, end: int) -> Found:
                 and luhn_valid(digits.decode())
             ):
                 best = (groups[first][0], stop)
-        if best is not None and not _product_code_label.search(data, max(0, best[0] - 24), best[0]):
+        if best is not None and not _product_code(data, *best):
             found.append(best)
             covered = best[1]
     return found
+
+
+def _product_code(data: bytes, start: int, end: int) -> bool:
+    """An EAN/GTIN/UPC/ISBN written as one run of 8, 12, 13 or 14 digits right after its name:
+    a product code, not a card. A number grouped as cards are printed is a card whatever
+    precedes it (a word before a value must never hide it)."""
+    run = data[start:end]
+    return (
+        run.isdigit()
+        and len(run) in (8, 12, 13, 14)
+        and _product_code_label.search(data, max(0, start - 16), start) is not None
+    )
 
 
 # Issuer identification numbers (the first digits) and the lengths each network issues:
@@ -180,9 +192,7 @@ _IIN_RANGES: tuple[tuple[int, int, frozenset[int]], ...] = (
     (60, 60, frozenset({16, 19})),  # RuPay
     (1, 1, frozenset({15})),  # UATP
 )
-_product_code_label = re.compile(
-    rb"(?i)(?:ean|gtin|upc|isbn|issn|barcode|sku)\W{0,6}(?:\d+\W{1,3})?$"
-)
+_product_code_label = re.compile(rb"(?i)\b(?:ean(?:-?1[34])?|gtin|upc|isbn(?:-?13)?)\W{0,4}$")
 
 
 def card_issuer_known(digits: bytes) -> bool:
@@ -414,7 +424,8 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
             "credit_card",
             rf"\d(?:{_SEP}{{0,3}}\d){{11,}}",
             "payment card numbers, 12 to 19 digits as the card networks issue them (issuer "
-            "prefix and length checked), Luhn-checked; not after EAN, GTIN, ISBN and the like",
+            "prefix and length checked), Luhn-checked; an ungrouped EAN/GTIN/UPC/ISBN right after "
+            "its name is not a card",
             _confirm_card,
             bounded=False,
         ),

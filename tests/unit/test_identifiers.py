@@ -53,6 +53,8 @@ def found(text: str) -> list[tuple[str, str]]:
         ("Reisepass-Nr. C01X00T47", "C01X00T47", "passport"),
         ("passeport n° 12AB34567", "12AB34567", "passport"),
         ("paid 4006381333932 today", "4006381333932", "credit_card"),  # 13-digit Visa shape
+        ("sku 4012 8888 8888 1881", "4012 8888 8888 1881", "credit_card"),  # a word never hides
+        ("EAN 4012 8888 8888 1881", "4012 8888 8888 1881", "credit_card"),  # a grouped card
         ("amex 3782 822463 10005", "3782 822463 10005", "credit_card"),
         ("card 2223 0000 4840 0011", "2223 0000 4840 0011", "credit_card"),
     ],
@@ -80,6 +82,7 @@ def test_published_examples_are_found_with_their_type(text: str, value: str, kin
         ("ref 411111111111116", "credit_card"),  # Visa issues 13, 16 or 19 digits, not 15
         ("EAN 4006381333932", "credit_card"),  # a Luhn-valid EAN-13 is a product code
         ("GTIN: 4006381333932", "credit_card"),
+        ("ISBN-13 4006381333932", "credit_card"),
     ],
 )
 def test_broken_check_digits_and_missing_context_are_not_that_type(text: str, kind: str) -> None:
