@@ -99,6 +99,22 @@ def shutdown() -> None:
         provider.shutdown()
 
 
+def sampled(headers: Mapping[str, str] | None) -> bool | None:
+    """Whether the trace a message belongs to is being recorded (the sampled flag of its
+    ``traceparent``); None when it carries none or tracing is off. A hop of the bridge records
+    spans only for a sampled trace: the decision is taken once, where the trace starts, and an
+    unsampled message costs the hops after it nothing."""
+    if _tracer is None or not headers:
+        return None
+    value = headers.get("traceparent", "")
+    if len(value) != 55:
+        return None
+    try:
+        return bool(int(value[53:], 16) & 1)
+    except ValueError:
+        return None
+
+
 def _parent(headers: Mapping[str, str] | None) -> otel_context.Context | None:
     if headers is None:
         return None

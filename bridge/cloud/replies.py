@@ -177,7 +177,7 @@ class ReplyForwarder:
 
     async def _forward(self, site: str, message: Msg) -> None:
         span = None
-        if tracing.enabled():  # child of the cloud agent's reply; the edge's span follows on
+        if tracing.sampled(message.headers):  # child of the cloud agent's reply, if recorded
             attributes = {"rbridge.site": site}
             span = tracing.start(
                 "rbridge.reply.forward",

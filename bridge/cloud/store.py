@@ -126,7 +126,7 @@ class CloudStore:
                 headers[HEADER_REPLY_TOKEN] = envelope.reply_token
             if envelope.traceparent:
                 headers["traceparent"] = envelope.traceparent
-            if tracing.enabled():  # the store's span, child of the edge's link send
+            if tracing.sampled({"traceparent": envelope.traceparent}):  # the edge's is recorded
                 span = tracing.start(
                     "rbridge.store",
                     {"traceparent": envelope.traceparent},

@@ -557,6 +557,25 @@ def _trace_decision(
 ) -> Span | None:
     """The decision's span (ended), child of the sender's; for an allowed message going to a
     destination, the link send's span, its child, started (the cloud's answer ends it)."""
+    if tracing.sampled(headers) is False:
+        return None  # the sender's trace is not recorded: nor is this hop
+    decided = tracing.start("rbridge.decide", headers)
+    if decided is None or not decided.is_recording():
+        tracing.end(decided)  # a trace starting here, not sampled: nothing after it either
+        return None
+    decided.set_attributes(_decision_attributes(capability, decision))
+    tracing.end(decided)
+    if destination is None or not decision.allowed:
+        return None
+    return tracing.start(
+        "rbridge.link.send",
+        parent=decided,
+        kind=SpanKind.PRODUCER,
+        attributes={"rbridge.destination": destination},
+    )
+
+
+def _decision_attributes(capability: str, decision: Decision) -> dict[str, str | int]:
     attributes: dict[str, str | int] = {
         "rbridge.capability": capability[:256],
         "rbridge.verdict": decision.verdict,
@@ -569,22 +588,15 @@ def _trace_decision(
         if applied.places:
             key = f"rbridge.transforms.{applied.action}"
             attributes[key] = int(attributes.get(key, 0)) + applied.places
-    decided = tracing.start("rbridge.decide", headers, attributes=attributes)
-    tracing.end(decided)
-    if destination is None or not decision.allowed:
-        return None
-    return tracing.start(
-        "rbridge.link.send",
-        parent=decided,
-        kind=SpanKind.PRODUCER,
-        attributes={"rbridge.destination": destination},
-    )
+    return attributes
 
 
 def _trace_inbound(envelope: Envelope, outcome: Delivery | Refused) -> None:
     """A reply's re-identification (or a cloud request's admission), child of the cloud's span;
     a delivery carries its context on to the local agent."""
     parent = {"traceparent": envelope.traceparent} if envelope.traceparent else envelope.headers
+    if not tracing.sampled(parent):
+        return  # a hop continues a recorded trace, it never starts one
     if isinstance(outcome, Refused):
         done = tracing.start("rbridge.inbound", parent, kind=SpanKind.CONSUMER)
         tracing.end(done, outcome.reject.code)
