@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -175,3 +176,65 @@ async def test_a_stream_grows_from_one_copy_to_three_with_messages_waiting(
         assert (await js.stream_info("RB_OUT")).state.messages == 500
     finally:
         await connection.close()
+
+
+@pytest.mark.slow
+async def test_every_request_is_answered_while_the_server_leading_rb_in_is_killed(
+    world: World, tmp_path: Path
+) -> None:
+    """The cloud side on three NATS servers: the gateway stores in RB_IN and forwards replies,
+    the cloud agent consumes; the server leading RB_IN dies mid-flow and comes back."""
+    from edge_agent import Agent
+
+    cloud = Cluster(tmp_path / "cloud-cluster", name="cloud")
+    await cloud.start()
+    try:
+        await world.start_gateway(nats={"servers": cloud.urls})
+        edge = await world.start_edge()
+        await edge.links["cloud-eu"].wait_up(20)
+        seen: list[str] = []
+        agent = world.parser(seen, nats_url=",".join(cloud.urls))
+        await agent.start()
+        try:
+            assert await replicas(cloud.urls, "RB_IN") == 3
+            async with Agent("desk", nats_url=world.edge_nats.url) as desk:
+
+                async def ask(number: int) -> str:
+                    answer = await desk.ask_cloud(
+                        "docs.parse", {"claim_id": f"K-{number}"}, classification="internal",
+                        timeout=90, msg_id=f"k-{number}",
+                    )  # fmt: skip
+                    return str(answer["claim_id"])
+
+                answers: list[str] = []
+                answered_at: list[float] = []
+                clock = asyncio.get_running_loop().time
+
+                async def flow() -> None:  # a steady flow: five requests at a time
+                    for first in range(0, 200, 5):
+                        batch = await asyncio.gather(*(ask(n) for n in range(first, first + 5)))
+                        answers.extend(batch)
+                        answered_at.append(clock())
+
+                sender = asyncio.create_task(flow())
+                async with asyncio.timeout(60):
+                    while len(answers) < 50:
+                        await asyncio.sleep(0.02)
+                connection = await nats.connect(servers=cloud.urls)
+                info = await connection.jetstream().stream_info("RB_IN")
+                await connection.close()
+                leader = info.cluster.leader if info.cluster else None
+                assert leader is not None
+                cloud.by_name(leader).kill()
+                killed_at, answered_before = clock(), len(answers)
+                await sender
+                await asyncio.to_thread(cloud.by_name(leader).start)
+                assert len(answers) > answered_before + 50, "the kill did not happen mid-flow"
+                after = [t for t in answered_at if t > killed_at]
+                recovered = max(b - a for a, b in itertools.pairwise([killed_at, *after]))
+        finally:
+            await agent.stop()
+        print(f"\n{leader} killed: longest wait for an answer after it {recovered:.1f} s")
+        assert sorted(answers) == sorted(f"K-{n}" for n in range(200))
+    finally:
+        cloud.kill()

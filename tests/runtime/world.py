@@ -87,10 +87,10 @@ class World:
         await edge.links["cloud-eu"].wait_up(20)
         return gateway, edge
 
-    def parser(self, seen: list[str] | None = None) -> CloudAgent:
+    def parser(self, seen: list[str] | None = None, nats_url: str | None = None) -> CloudAgent:
         """A cloud agent serving docs.parse (not started): it notes each request's id in
         ``seen`` and answers with the claim's id and claimant."""
-        agent = CloudAgent("parser", nats_url=self.cloud_nats.url)
+        agent = CloudAgent("parser", nats_url=nats_url or self.cloud_nats.url)
 
         @agent.capability("docs.parse")
         async def parse(request: CloudRequest) -> dict[str, Any]:
