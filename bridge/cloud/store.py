@@ -126,7 +126,8 @@ class CloudStore:
                 headers[HEADER_REPLY_TOKEN] = envelope.reply_token
             if envelope.traceparent:
                 headers["traceparent"] = envelope.traceparent
-            if tracing.sampled({"traceparent": envelope.traceparent}):  # the edge's is recorded
+            traced = tracing.enabled() and envelope.traceparent
+            if traced and tracing.sampled({"traceparent": envelope.traceparent}):  # recorded
                 span = tracing.start(
                     "rbridge.store",
                     {"traceparent": envelope.traceparent},
@@ -147,7 +148,8 @@ class CloudStore:
             self.metrics.store_time(time.monotonic() - started)
             stored = 0
             for position, error in zip(positions, results, strict=True):
-                tracing.end(spans.get(position), None if error is None else error[:120])
+                if spans:
+                    tracing.end(spans.get(position), None if error is None else error[:120])
                 if error is None:
                     stored += 1
                 else:

@@ -28,12 +28,12 @@ import re2
 from re2 import _re2
 
 from bridge.policy import nationalids as ids
+from bridge.policy.candidates import DIGITS, Found, digit_at
 from bridge.policy.phones import confirm_phone_number
 from bridge.policy.textview import TextView, needs_view, reading
 
 _UNANCHORED = re2._Anchor.UNANCHORED
 
-Found = list[tuple[int, int]]
 Confirm = Callable[[bytes, int, int], Found]
 """Given the text (UTF-8 bytes) and a candidate's span, the spans of confirmed values in it."""
 
@@ -47,7 +47,6 @@ _RE2_COMBINED_MEM = 64 << 20
 # '-', every space ' '): one to three of them, so "4111  1111" and "536\n22\n8751" are numbers.
 _SEP = r"[ \t\r\n.\-/_]"
 _GROUP_SEP = re.compile(rb"[ \t\r\n.\-/_]+")
-_DIGITS = frozenset(b"0123456789")
 _DOT = 0x2E
 
 
@@ -99,10 +98,6 @@ def luhn_valid(digits: str) -> bool:
                 value -= 9
         total += value
     return total % 10 == 0
-
-
-def _digit_at(data: bytes, position: int) -> bool:
-    return 0 <= position < len(data) and data[position] in _DIGITS
 
 
 def _groups(data: bytes, start: int, end: int) -> list[tuple[int, int, bytes]]:
@@ -217,7 +212,7 @@ _SSN_SHAPE = re.compile(rb"(\d{3})([ \t\r\n.\-/_]{1,3})(\d{2})([ \t\r\n.\-/_]{1,
 
 
 def _confirm_ssn(data: bytes, start: int, end: int) -> Found:
-    if _digit_at(data, end):
+    if digit_at(data, end):
         return []
     shaped = _SSN_SHAPE.search(data, start, end)
     if shaped is not None:
@@ -277,11 +272,11 @@ def _confirm_iban(data: bytes, start: int, end: int) -> Found:
 
 
 def _confirm_ipv4(data: bytes, start: int, end: int) -> Found:
-    if data[start] not in _DIGITS:
+    if data[start] not in DIGITS:
         start += 1  # the character before the address
     # Part of a longer dotted number (a version, an OID) is no address.
-    if _digit_at(data, end) or (
-        end + 1 < len(data) and data[end] == _DOT and _digit_at(data, end + 1)
+    if digit_at(data, end) or (
+        end + 1 < len(data) and data[end] == _DOT and digit_at(data, end + 1)
     ):
         return []
     octets = data[start:end].split(b".")

@@ -12,14 +12,9 @@ import base64
 import binascii
 import re
 
-Found = list[tuple[int, int]]
+from bridge.policy.candidates import DIGITS, Found, digit_at
 
-_DIGITS = frozenset(b"0123456789")
 _CONTEXT_BEFORE = 40
-
-
-def _digit_at(data: bytes, position: int) -> bool:
-    return 0 <= position < len(data) and data[position] in _DIGITS
 
 
 def _compact(value: bytes) -> str:
@@ -32,9 +27,9 @@ def _near(data: bytes, start: int, words: re.Pattern[bytes]) -> bool:
 
 def _bounded(data: bytes, start: int, end: int) -> tuple[int, int] | None:
     """The candidate without a leading non-digit, None if digits run on at either end."""
-    if not _digit_at(data, start):
+    if not digit_at(data, start):
         start += 1
-    if _digit_at(data, start - 1) or _digit_at(data, end):
+    if digit_at(data, start - 1) or digit_at(data, end):
         return None
     return start, end
 
@@ -219,7 +214,7 @@ def confirm_passport(data: bytes, start: int, end: int) -> Found:
     """A passport-like number (6-9 letters and digits, one digit at least) right after a word
     for passport: without the word, such a number is anything at all."""
     number = _PASSPORT_NUMBER.search(data, start, end)
-    if number is None or not any(c in _DIGITS for c in number.group()):
+    if number is None or not any(c in DIGITS for c in number.group()):
         return []
     return [number.span()]
 
@@ -248,5 +243,5 @@ def confirm_secret_assignment(data: bytes, start: int, end: int) -> Found:
         return []
     value = match.group(1)
     has_letter = any(chr(c).isalpha() for c in value)
-    has_digit = any(c in _DIGITS for c in value)
+    has_digit = any(c in DIGITS for c in value)
     return [(start, match.end(1))] if has_letter and has_digit else []

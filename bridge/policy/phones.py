@@ -14,21 +14,16 @@ from functools import lru_cache
 
 import phonenumbers
 
-Found = list[tuple[int, int]]
+from bridge.policy.candidates import Found, digit_at
 
 #: Where a bare run of digits is checked against the numbering plan.
 REGIONS = ("US", "GB", "DE", "FR", "IT", "ES", "NL", "BE", "AT", "CH", "IE", "SE", "DK", "CA")
 
-_DIGITS = frozenset(b"0123456789")
 _VALUE_START = re.compile(rb"[+(0-9]")
 _DATE_SHAPES = re.compile(rb"\d{4}[-/. ]\d{2}[-/. ]\d{2}|\d{2}[-/. ]\d{2}[-/. ]\d{4}")
 _ZIP4 = re.compile(rb"\d{5}-\d{4}$")
 _LABEL = re.compile(rb"(?i)(?:phone|telephone|tel|mobile|mob|cell|fax|whatsapp|call)\W{0,4}$")
 _EXTENSION = re.compile(rb"(?i)\s?(?:x|ext\.?|extension)\s?\d{1,6}$")
-
-
-def _digit_at(data: bytes, position: int) -> bool:
-    return 0 <= position < len(data) and data[position] in _DIGITS
 
 
 def phone_plan_regions() -> frozenset[str]:
@@ -52,7 +47,7 @@ def valid_in_a_region(number: str, regions: tuple[str, ...] = REGIONS) -> bool:
 def confirm_phone_number(
     data: bytes, start: int, end: int, regions: tuple[str, ...] = REGIONS
 ) -> Found:
-    if _digit_at(data, end):
+    if digit_at(data, end):
         return []
     # Past the character before a national number, or the label before a labelled one.
     begin = _VALUE_START.search(data, start, end)

@@ -14,17 +14,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from bridge.contract import HEADER_MSG_ID
-
-
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: ``*`` one token, ``>`` one or more at the end."""
-    wanted, tokens = pattern.split("."), subject.split(".")
-    for position, token in enumerate(wanted):
-        if token == ">":
-            return len(tokens) > position
-        if position >= len(tokens) or (token != "*" and token != tokens[position]):
-            return False
-    return len(tokens) == len(wanted)
+from bridge.policy.subjects import matches
 
 
 class Published(NamedTuple):
@@ -132,7 +122,7 @@ class MemoryStream:
         return [self._store(subject, payload, headers) for subject, payload, headers in items]
 
     def _store(self, subject: str, payload: bytes, headers: Mapping[str, str]) -> str | None:
-        if not any(subject_matches(pattern, subject) for pattern in self.subjects):
+        if not any(matches(pattern, subject) for pattern in self.subjects):
             return "no stream takes this subject (503 no responders)"
         if self.max_msg_size and len(payload) > self.max_msg_size:
             return "JetStream error 400: message size exceeds maximum allowed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import nats
 import orjson
+import pytest
 from nats.js.api import RawStreamMsg
 
 from bridge.audit.records import kind_of
@@ -147,3 +149,24 @@ def read_records(directory: Path) -> list[dict[str, Any]]:
 def audit_records(world: World, name: str = "audit") -> list[dict[str, Any]]:
     """The records of the world's audit trail ``name``."""
     return read_records(world.root / name)
+
+
+async def claim_and_deny(world: World, seed: int, *, leak: bool = False) -> None:
+    """Through a linked world: one claim answered by the cloud's parser and one health record
+    denied by rule; with ``leak``, also a message the leak guard stops (an e-mail address)."""
+    from edge_agent import Agent, Denied
+    from edge_agent.examples.samples import claim, health_record
+
+    agent = world.parser()
+    await agent.start()
+    rng = random.Random(seed)
+    try:
+        async with Agent("desk", nats_url=world.edge_nats.url) as desk:
+            await desk.ask_cloud("docs.parse", claim(1, rng), timeout=30)
+            with pytest.raises(Denied):
+                await desk.ask_cloud("docs.medical.scan", health_record(2, rng), timeout=30)
+            if leak:
+                with pytest.raises(Denied):
+                    await desk.ask_cloud("docs.parse", {"claim_id": "C-9", "note": "a@b.example"})
+    finally:
+        await agent.stop()

@@ -4,18 +4,15 @@ endpoints pass promtool's lint."""
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import shutil
 import subprocess
 
 import pytest
 
-from edge_agent import Agent, Denied
-from edge_agent.examples.samples import claim, health_record
 from tests.conftest import ROOT
 from tests.eventually import eventually
-from tests.runtime.helpers import http_get
+from tests.runtime.helpers import claim_and_deny, http_get
 from tests.runtime.world import World
 
 # Moved by one allowed round trip and one deny: (metric, labels that must be in the sample).
@@ -54,24 +51,15 @@ async def test_documented_metrics_exist_move_with_traffic_and_pass_promtool(
     world: World,
 ) -> None:
     gateway, edge = await world.start_linked()
-    agent = world.parser()
-    await agent.start()
-    rng = random.Random(13)
-    try:
-        async with Agent("desk", nats_url=world.edge_nats.url) as desk:
-            await desk.ask_cloud("docs.parse", claim(1, rng), timeout=30)
-            with pytest.raises(Denied):
-                await desk.ask_cloud("docs.medical.scan", health_record(2, rng), timeout=30)
+    await claim_and_deny(world, 13)
 
-        async def scraped() -> bool:  # the edge's watch loop counts connects and sets gauges
-            text = await http_get(edge.http_port, "/metrics")
-            return value(text, "rbridge_link_connects_total", "") > 0
+    async def scraped() -> bool:  # the edge's watch loop counts connects and sets gauges
+        text = await http_get(edge.http_port, "/metrics")
+        return value(text, "rbridge_link_connects_total", "") > 0
 
-        await eventually(scraped, "the edge's periodic metrics", timeout=30)
-        edge_text = await http_get(edge.http_port, "/metrics")
-        gateway_text = await http_get(gateway.http_port, "/metrics")
-    finally:
-        await agent.stop()
+    await eventually(scraped, "the edge's periodic metrics", timeout=30)
+    edge_text = await http_get(edge.http_port, "/metrics")
+    gateway_text = await http_get(gateway.http_port, "/metrics")
     both = edge_text + gateway_text
     known = families(both)
     assert len(documented()) >= 15, documented()

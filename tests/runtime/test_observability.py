@@ -5,7 +5,6 @@ bridge and gateway gets series back for what they ask."""
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import shutil
 import subprocess
@@ -24,9 +23,10 @@ from bridge.edge.metrics import EdgeMetrics
 from bridge.runtime.streamwatch import StreamWatch
 from bridge.up.stack import free_port
 from edge_agent import Agent, Denied
-from edge_agent.examples.samples import claim, health_record
 from tests.conftest import ROOT
 from tests.eventually import eventually
+from tests.link.helpers import Results, edge_link
+from tests.runtime.helpers import claim_and_deny
 from tests.runtime.world import World
 
 OBSERVABILITY = ROOT / "deploy" / "observability"
@@ -36,12 +36,6 @@ SUFFIXES = {
     "histogram": ("_bucket", "_sum", "_count"),
     "gauge": ("",),
     "info": ("_info",),
-}
-# Counters that have no series until their event happens (Prometheus cannot tell "never" from
-# "not exported"); the scrape test checks that their queries run, not that they return series.
-EVENT_ONLY = {
-    "rbridge_cloud_rejects_total": "a refusal by the cloud",
-    "rbridge_streams_refused_total": "a refused site stream",
 }
 
 
@@ -139,18 +133,24 @@ async def test_a_real_prometheus_gets_series_for_every_dashboard_and_alert_query
     binary = shutil.which("prometheus")
     assert binary, "prometheus is missing: scripts/setup-system installs it (Debian's prometheus)"
     gateway, edge = await world.start_linked()
-    agent = world.parser()
-    await agent.start()
-    rng = random.Random(5)
+    await claim_and_deny(world, 5, leak=True)
+    # The counters that have a series only once their event happened (Prometheus cannot tell
+    # "never" from "not exported"): a refusal by the cloud and a refused site stream.
+    async with Agent("desk", nats_url=world.edge_nats.url) as desk:
+        with pytest.raises(Denied):  # the policy allows it; the gateway's site may not send it
+            await desk.ask_cloud("claims.triage", {"claim_id": "C-8"}, classification="internal")
+    stranger = edge_link(
+        world.pki, gateway.port, Results(), site="plant-z", files=world.pki.site("plant-z")
+    )
+
+    async def refused() -> bool:
+        return any(code == "unknown-site" for code, _ in gateway.gateway.refused)  # type: ignore[union-attr]
+
+    await stranger.start()
     try:
-        async with Agent("desk", nats_url=world.edge_nats.url) as desk:
-            await desk.ask_cloud("docs.parse", claim(1, rng), timeout=30)
-            with pytest.raises(Denied):
-                await desk.ask_cloud("docs.medical.scan", health_record(2, rng), timeout=30)
-            with pytest.raises(Denied):  # a leak-guard hit: an e-mail where none is permitted
-                await desk.ask_cloud("docs.parse", {"claim_id": "C-9", "note": "a@b.example"})
+        await eventually(refused, "the gateway refusing an unknown site", timeout=30)
     finally:
-        await agent.stop()
+        await stranger.stop(0)
     port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -191,7 +191,7 @@ async def test_a_real_prometheus_gets_series_for_every_dashboard_and_alert_query
         for where, expr in queries():
             answer = await prometheus_query(port, expr.replace("$instance", ".*"))
             assert answer["status"] == "success", f"{where}: {answer}"
-        wanted = set().union(*(metric_names(expr) for _, expr in queries())) - EVENT_ONLY.keys()
+        wanted = set().union(*(metric_names(expr) for _, expr in queries()))
         empty: list[str] = []
 
         async def every_metric_has_series() -> bool:  # the stream watch reports every few s
