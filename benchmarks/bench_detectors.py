@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import phonenumbers
 from faker import Faker
@@ -149,7 +150,7 @@ def _valid_phone(fake: Faker, region: str) -> str:
         except phonenumbers.NumberParseException:
             continue
         if phonenumbers.is_valid_number(parsed):
-            return value
+            return str(value)
 
 
 Finder = Callable[[str], list[tuple[int, int, str]]]
@@ -178,7 +179,8 @@ def presidio(threshold: float) -> Finder:
     def find(text: str) -> list[tuple[int, int, str]]:
         found = []
         for recognizer in recognizers:
-            for result in recognizer.analyze(text, recognizer.supported_entities, None):  # type: ignore[arg-type]
+            analyze: Any = recognizer.analyze  # typed only where presidio is installed
+            for result in analyze(text, recognizer.supported_entities, None):
                 if result.score >= threshold and result.score > 0:
                     kind = PRESIDIO_TYPES.get(result.entity_type, result.entity_type.lower())
                     found.append((result.start, result.end, kind))
