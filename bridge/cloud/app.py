@@ -118,12 +118,14 @@ class CloudGateway:
             trust_domain=settings.trust_domain,
             sites={name: site.capabilities for name, site in settings.sites.items()},
             handler=store,
+            settings=settings.link.settings(),
             on_reply_result=self.replies.on_result,
             on_sessions_changed=self._sessions_changed,
             on_refused=self.metrics.stream_refused,
             name=settings.name,
         )
         self.replies.gateway = self.gateway
+        self.metrics.watch_sites(self.gateway.loads)
         self.loops.spawn("replies-in-progress", self.replies.keep_in_progress)
         self.port = await self.gateway.start(settings.listen, settings.health_listen)
         self.status = StatusServer.at(

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from bridge.link.pki import DEFAULT_TRUST_DOMAIN
+from bridge.link.settings import LinkSettings
 from bridge.policy.detectors import BUILTIN_DETECTORS
 from bridge.policy.subjects import subject_error
 from bridge.runtime.config import (
@@ -60,6 +61,35 @@ def _known_detectors(names: list[str]) -> None:
         raise ValueError(f"unknown detectors {unknown} (known: {', '.join(BUILTIN_DETECTORS)})")
 
 
+class GatewayLinkSection(Section):
+    """How the gateway shares itself between sites."""
+
+    window: int = Field(
+        4096, ge=1, le=65_536,
+        description="Envelopes a site's stream may have unanswered per direction",
+    )  # fmt: skip
+    site_buffer_bytes: int = Field(
+        64 << 20, ge=1 << 20,
+        description="Payload bytes of one site's envelopes held unstored before its stream is "
+        "no longer read (the edge is held back); with the window, bounds a site's memory here",
+    )  # fmt: skip
+    turn_envelopes: int = Field(
+        64, ge=1, le=4096,
+        description="Envelopes stored from one stream per turn; streams take turns in order, "
+        "so a busy site cannot keep a quiet one waiting for more than a turn",
+    )  # fmt: skip
+    concurrent_turns: int = Field(4, ge=1, le=64, description="Turns stored at once")
+
+    def settings(self) -> LinkSettings:
+        return LinkSettings(
+            window=self.window,
+            max_batch=min(LinkSettings().max_batch, self.window),
+            site_buffer_bytes=self.site_buffer_bytes,
+            turn_envelopes=self.turn_envelopes,
+            store_slots=self.concurrent_turns,
+        )
+
+
 class CloudStreams(Section):
     inbound: StreamSection = Field(
         StreamSection(),
@@ -89,6 +119,7 @@ class CloudSettings(RuntimeSettings):
     duplicate_window_seconds: int = Field(86_400, ge=1)
     leak_guard: LeakGuardSection = LeakGuardSection()
     streams: CloudStreams = CloudStreams()
+    link: GatewayLinkSection = GatewayLinkSection()
     grace_seconds: float = Field(10.0, ge=0)
     log_level: str = "info"
     tracing: TracingSection = TracingSection()

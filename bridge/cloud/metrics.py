@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from bridge import __version__
+from bridge.link.gateway import SiteLoad
 
 
 class CloudMetrics:
@@ -43,6 +48,10 @@ class CloudMetrics:
             {"version": __version__}
         )
 
+    def watch_sites(self, loads: Callable[[], Sequence[SiteLoad]]) -> None:
+        """Report each connected site's streams, window and holdings, read at scrape time."""
+        self.registry.register(_SiteLoads(loads))
+
     def stored(self, site: str, count: int) -> None:
         self._envelopes.labels(site, "outbound", "stored").inc(count)
 
@@ -57,3 +66,49 @@ class CloudMetrics:
 
     def stream_refused(self, code: str) -> None:
         self._streams_refused.labels(code).inc()
+
+
+class _SiteLoads(Collector):
+    """Per connected site, what it holds at this gateway (nothing is counted per message)."""
+
+    def __init__(self, loads: Callable[[], Sequence[SiteLoad]]) -> None:
+        self._loads = loads
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        streams, window, held, held_bytes = self._families()
+        for load in self._loads():
+            streams.add_metric([load.site], load.streams)
+            window.add_metric([load.site], load.window)
+            held.add_metric([load.site, "inbound"], load.inbound)
+            held.add_metric([load.site, "reply"], load.replies)
+            held_bytes.add_metric([load.site, "inbound"], load.inbound_bytes)
+            held_bytes.add_metric([load.site, "reply"], load.reply_bytes)
+        yield from (streams, window, held, held_bytes)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        return (
+            GaugeMetricFamily(
+                "rbridge_site_streams", "Open link streams per site", labels=["site"]
+            ),
+            GaugeMetricFamily(
+                "rbridge_site_window",
+                "Envelopes a site may have unanswered per direction (over its streams)",
+                labels=["site"],
+            ),
+            GaugeMetricFamily(
+                "rbridge_site_held",
+                "Envelopes a site holds at this gateway: inbound read and not yet stored, "
+                "replies sent or queued and not yet answered",
+                labels=["site", "direction"],
+            ),
+            GaugeMetricFamily(
+                "rbridge_site_held_bytes",
+                "Payload bytes of rbridge_site_held (inbound stops being read at "
+                "link.site_buffer_bytes)",
+                labels=["site", "direction"],
+            ),
+        )

@@ -45,6 +45,7 @@ from bridge.link.outbox import (
 from bridge.link.revocation import Revocations
 from bridge.link.settings import LinkSettings
 from bridge.link.tls import ServerTLS
+from bridge.link.turns import Turns
 from bridge.link.v1 import link_pb2 as pb
 from bridge.link.v1 import link_pb2_grpc as pb_grpc
 from bridge.policy.subjects import SubjectPattern, subject_error
@@ -111,6 +112,24 @@ class Session:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    held: int = 0
+    """Envelopes read from the stream and not yet answered."""
+    held_bytes: int = 0
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while the gateway reads on: ``held`` and ``held_bytes`` are within their bounds."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLoad:
+    """What one site holds at a gateway right now (for metrics; read at scrape time)."""
+
+    site: str
+    streams: int
+    window: int
+    inbound: int
+    inbound_bytes: int
+    replies: int
+    reply_bytes: int
 
 
 class LinkGateway(pb_grpc.LinkServicer):
@@ -142,6 +161,7 @@ class LinkGateway(pb_grpc.LinkServicer):
         #: The last refusals (code, why), for tests and debugging; bounded, as refusals are free
         #: for anyone who can reach the port to cause.
         self.refused: deque[tuple[str, str]] = deque(maxlen=64)
+        self._turns = Turns(self.settings.store_slots)
         self._server: grpc.aio.Server | None = None
         self._probe: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -228,6 +248,25 @@ class LinkGateway(pb_grpc.LinkServicer):
             for session in group:
                 yield from session.outbox.tokens()
 
+    def loads(self) -> list[SiteLoad]:
+        """Per connected site: its streams, the window it was granted, and what it holds here
+        (envelopes read and not yet stored, replies sent or queued and not yet answered)."""
+        loads = []
+        for site, group in list(self.sessions.items()):
+            replies = [envelope for s in group for envelope in s.outbox.envelopes()]
+            loads.append(
+                SiteLoad(
+                    site,
+                    len(group),
+                    sum(s.outbox.window for s in group),
+                    sum(s.held for s in group),
+                    sum(s.held_bytes for s in group),
+                    len(replies),
+                    sum(len(envelope.payload) for envelope in replies),
+                )
+            )
+        return loads
+
     def connected(self, site: str) -> bool:
         return bool(self.sessions.get(site))
 
@@ -312,6 +351,7 @@ class LinkGateway(pb_grpc.LinkServicer):
             hello.policy_revision,
             Outbox(window, self.settings.max_batch, self.settings.linger, self._on_reply_result),
         )
+        session.room.set()
         self.sessions.setdefault(identity.site, []).append(session)
         self._on_sessions_changed(identity.site)
         log.info(
@@ -413,7 +453,15 @@ class LinkGateway(pb_grpc.LinkServicer):
                 if settle_answers(session.outbox, kind, frame):
                     continue
                 if kind == "batch":
-                    inbound.put(frame.batch.envelopes)
+                    envelopes = frame.batch.envelopes
+                    session.held += len(envelopes)
+                    session.held_bytes += sum(len(wire.payload) for wire in envelopes)
+                    inbound.put(envelopes)
+                    if not self._has_room(session):
+                        # Read no more of this stream until what it sent is stored: HTTP/2 flow
+                        # control then holds the edge back, and its memory here stays bounded.
+                        session.room.clear()
+                        await session.room.wait()
                 elif kind == "goodbye":
                     log.info(
                         "site %s says goodbye: %s",
@@ -430,12 +478,36 @@ class LinkGateway(pb_grpc.LinkServicer):
         finally:
             await inbound.close()
 
+    def _has_room(self, session: Session) -> bool:
+        return (
+            session.held < self.settings.window
+            and session.held_bytes < self.settings.site_buffer_bytes
+        )
+
     async def _accept_taken(self, session: Session, wires: Sequence[pb.Envelope]) -> None:
-        async with session.busy:
-            if session.closing:
-                # After our Goodbye nothing new is taken; the edge resends it elsewhere.
-                return
-            await self._accept_batch(session, wires)
+        """Store a stream's envelopes a turn at a time, in order, taking turns with the others."""
+        size, done = self.settings.turn_envelopes, 0
+        try:
+            while done < len(wires):
+                chunk = wires[done : done + size]
+                async with self._turns.turn(), session.busy:
+                    if session.closing:
+                        # After our Goodbye nothing new is taken; the edge resends it elsewhere.
+                        return
+                    await self._accept_batch(session, chunk)
+                done += len(chunk)
+                self._release(session, chunk)
+                if done < len(wires):
+                    await asyncio.sleep(0)  # let other streams' frames in before the next turn
+        finally:
+            if done < len(wires):
+                self._release(session, wires[done:])
+
+    def _release(self, session: Session, wires: Sequence[pb.Envelope]) -> None:
+        session.held -= len(wires)
+        session.held_bytes -= sum(len(wire.payload) for wire in wires)
+        if self._has_room(session):
+            session.room.set()
 
     async def _accept_batch(self, session: Session, wires: Sequence[pb.Envelope]) -> None:
         rules = self.sites[session.identity.site]

@@ -52,6 +52,10 @@ class Outbox:
         """The tokens of every envelope not yet answered (sent or waiting to be)."""
         return [token for _, token in self._unacked.values()]
 
+    def envelopes(self) -> list[Envelope]:
+        """Every envelope not yet answered (sent or waiting to be)."""
+        return [envelope for envelope, _ in self._unacked.values()]
+
     def __len__(self) -> int:
         """Envelopes accepted and not yet answered."""
         return len(self._unacked)

@@ -29,10 +29,20 @@ class LinkSettings:
     backoff_initial: float = 0.2
     backoff_max: float = 15.0
     revocation_check_interval: float = 5.0
+    site_buffer_bytes: int = 64 << 20
+    """Payload bytes of one site's envelopes a gateway holds unanswered before it stops reading
+    that site's stream (HTTP/2 flow control then holds the edge back); with ``window``, what
+    bounds a connected site's memory at the gateway."""
+    turn_envelopes: int = 64
+    """Envelopes a gateway stores from one stream per turn; streams take turns in order."""
+    store_slots: int = 4
+    """Turns a gateway runs at once."""
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.max_batch < 1 or self.max_batch > self.window:
             raise ValueError("window and max_batch must be positive, with max_batch <= window")
+        if self.site_buffer_bytes < 1 or self.turn_envelopes < 1 or self.store_slots < 1:
+            raise ValueError("site_buffer_bytes, turn_envelopes and store_slots must be positive")
         if self.max_envelope_bytes * self.max_batch > self.max_frame_bytes:
             object.__setattr__(
                 self, "max_frame_bytes", self.max_envelope_bytes * self.max_batch + (1 << 20)

@@ -24,6 +24,8 @@ MOVED = [
     ("rbridge_forward_seconds_count", ""),
     ("rbridge_envelopes_total", 'result="stored"'),
     ("rbridge_replies_total", 'result="forwarded"'),
+    ("rbridge_site_streams", 'site="plant-a"'),
+    ("rbridge_site_window", 'site="plant-a"'),
 ]
 
 

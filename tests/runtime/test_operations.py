@@ -166,6 +166,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         ("cloud", "health_listen", ":x"),
         ("cloud", "leak_guard", {"permit": {"docs..parse": ["email"]}}),
         ("cloud", "leak_guard", {"permit": {"hr.>": ["emails"]}}),
+        ("cloud", "link", {"turn_envelopes": 0}),
+        ("cloud", "link", {"site_buffer_bytes": 4096}),
+        ("cloud", "link", {"windows": 10}),
     ],
 )
 def test_check_config_refuses_what_start_up_would_fail_on(
