@@ -135,7 +135,7 @@ class CloudAnswerer:
         self.stored: dict[str, float] = {}  # msg id -> wall time RB_IN stored it
         self.received: dict[str, float] = {}
 
-    async def start(self) -> None:
+    async def start(self, subject: str = "rb.in.>") -> None:
         self.nc = await nats.connect(self.url)
         js = self.nc.jetstream()
         for _ in range(100):
@@ -159,7 +159,7 @@ class CloudAnswerer:
             )
             await message.ack()
 
-        await js.subscribe("rb.in.>", durable="agent", manual_ack=True, cb=answer, stream="RB_IN")
+        await js.subscribe(subject, durable="agent", manual_ack=True, cb=answer, stream="RB_IN")
 
     async def stop(self) -> None:
         await self.nc.close()

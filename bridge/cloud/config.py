@@ -79,6 +79,11 @@ class GatewayLinkSection(Section):
         "so a busy site cannot keep a quiet one waiting for more than a turn",
     )  # fmt: skip
     concurrent_turns: int = Field(4, ge=1, le=64, description="Turns stored at once")
+    busy_share: float = Field(
+        0.5, gt=0, le=1,
+        description="While other sites send too, the most of the gateway's time one site's "
+        "stream may take (1: no limit); a site alone takes all of it",
+    )  # fmt: skip
 
     def settings(self) -> LinkSettings:
         return LinkSettings(
@@ -87,6 +92,7 @@ class GatewayLinkSection(Section):
             site_buffer_bytes=self.site_buffer_bytes,
             turn_envelopes=self.turn_envelopes,
             store_slots=self.concurrent_turns,
+            busy_share=self.busy_share,
         )
 
 

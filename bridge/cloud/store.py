@@ -9,6 +9,7 @@ leak guard over the payload: defence in depth, should an edge be misconfigured o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +42,8 @@ from bridge.runtime.publisher import PERMANENT_PREFIX
 from bridge.tracing import Span, SpanKind
 
 log = logging.getLogger("rbridge.cloud.store")
+YIELD_EVERY = 16
+"""Envelopes checked between two chances for the rest of the gateway to run."""
 
 
 class Interest(Protocol):
@@ -106,6 +109,9 @@ class CloudStore:
         positions: list[int] = []
         spans: dict[int, Span | None] = {}
         for position, envelope in enumerate(envelopes):
+            if position and not position % YIELD_EVERY:
+                # The checks are CPU work: let other sites' frames and replies in between.
+                await asyncio.sleep(0)
             refusal = self._check(site, envelope)
             if refusal is not None:
                 answers[position] = refusal

@@ -117,6 +117,8 @@ class Session:
     held_bytes: int = 0
     room: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while the gateway reads on: ``held`` and ``held_bytes`` are within their bounds."""
+    resume_at: float = 0.0
+    """Loop time before which this stream takes no turn (it is giving way to other sites)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,7 @@ class LinkGateway(pb_grpc.LinkServicer):
         #: for anyone who can reach the port to cause.
         self.refused: deque[tuple[str, str]] = deque(maxlen=64)
         self._turns = Turns(self.settings.store_slots)
+        self._last_turn: dict[str, float] = {}  # site -> when its last turn ended (loop time)
         self._server: grpc.aio.Server | None = None
         self._probe: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -487,9 +490,13 @@ class LinkGateway(pb_grpc.LinkServicer):
     async def _accept_taken(self, session: Session, wires: Sequence[pb.Envelope]) -> None:
         """Store a stream's envelopes a turn at a time, in order, taking turns with the others."""
         size, done = self.settings.turn_envelopes, 0
+        loop = asyncio.get_running_loop()
         try:
             while done < len(wires):
+                if (wait := session.resume_at - loop.time()) > 0:
+                    await asyncio.sleep(wait)  # giving way to the other sites (see _give_way)
                 chunk = wires[done : done + size]
+                started = loop.time()
                 async with self._turns.turn(), session.busy:
                     if session.closing:
                         # After our Goodbye nothing new is taken; the edge resends it elsewhere.
@@ -497,11 +504,28 @@ class LinkGateway(pb_grpc.LinkServicer):
                     await self._accept_batch(session, chunk)
                 done += len(chunk)
                 self._release(session, chunk)
+                self._give_way(session, started, loop.time())
                 if done < len(wires):
                     await asyncio.sleep(0)  # let other streams' frames in before the next turn
         finally:
             if done < len(wires):
                 self._release(session, wires[done:])
+
+    def _give_way(self, session: Session, started: float, ended: float) -> None:
+        """While other sites are sending too, a stream's turns take at most ``busy_share`` of
+        the gateway's time: after a turn it waits in proportion before its next one. Turns
+        alone bound how long a quiet site waits for a turn; this leaves the gateway the time to
+        serve it promptly at every other step too (reading, replies, acks)."""
+        site = session.identity.site
+        self._last_turn[site] = ended
+        share = self.settings.busy_share
+        if share >= 1:
+            return
+        horizon = ended - 1.0
+        if any(at > horizon for other, at in self._last_turn.items() if other != site):
+            session.resume_at = ended + (ended - started) * (1 / share - 1)
+        if len(self._last_turn) > 2 * len(self.sessions) + 64:
+            self._last_turn = {k: v for k, v in self._last_turn.items() if v > horizon}
 
     def _release(self, session: Session, wires: Sequence[pb.Envelope]) -> None:
         session.held -= len(wires)

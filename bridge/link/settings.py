@@ -37,12 +37,16 @@ class LinkSettings:
     """Envelopes a gateway stores from one stream per turn; streams take turns in order."""
     store_slots: int = 4
     """Turns a gateway runs at once."""
+    busy_share: float = 0.5
+    """While other sites send too, the most of the gateway's time one stream's turns take."""
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.max_batch < 1 or self.max_batch > self.window:
             raise ValueError("window and max_batch must be positive, with max_batch <= window")
         if self.site_buffer_bytes < 1 or self.turn_envelopes < 1 or self.store_slots < 1:
             raise ValueError("site_buffer_bytes, turn_envelopes and store_slots must be positive")
+        if not 0 < self.busy_share <= 1:
+            raise ValueError("busy_share must be more than 0 and at most 1")
         if self.max_envelope_bytes * self.max_batch > self.max_frame_bytes:
             object.__setattr__(
                 self, "max_frame_bytes", self.max_envelope_bytes * self.max_batch + (1 << 20)

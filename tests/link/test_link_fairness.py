@@ -7,6 +7,8 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
+import pytest
+
 from bridge.link import Envelope, LinkGateway, Reject, SiteIdentity
 from bridge.link.gateway import Session
 from bridge.link.turns import Turns
@@ -164,3 +166,30 @@ async def test_turns_go_in_the_order_asked_and_a_cancelled_waiter_passes_its_tur
     assert order == ["first", "a", "c"]
     async with turns.turn():  # the slot came back: a new turn is taken at once
         assert turns.waiting == 0
+
+
+async def test_a_stream_gives_way_only_while_other_sites_send(pki: Pki) -> None:
+    """After a turn that took t, a stream waits t * (1/share - 1) before its next one, but only
+    while another site had a turn within the last second; alone it never waits."""
+    gateway = await start_gateway(
+        pki, Recorder(), settings=dataclasses.replace(FAST, busy_share=0.25)
+    )
+    pki.site("plant-a")
+    link = edge_link(pki, gateway.port, Results())
+    await link.start()
+    await link.wait_up(10)
+    session = _session(gateway, "plant-a")
+    gateway._give_way(session, 100.0, 100.2)
+    assert session.resume_at == 0.0, "alone: no waiting"
+    gateway._last_turn["plant-b"] = 99.5  # another site's turn, half a second ago
+    gateway._give_way(session, 100.0, 100.2)
+    assert session.resume_at == pytest.approx(100.2 + 0.2 * 3)
+    session.resume_at = 0.0
+    gateway._last_turn["plant-b"] = 98.0  # the other site fell quiet over a second ago
+    gateway._give_way(session, 101.0, 101.2)
+    assert session.resume_at == 0.0
+    unlimited = dataclasses.replace(FAST, busy_share=1.0)
+    gateway.settings = unlimited
+    gateway._last_turn["plant-b"] = 101.1
+    gateway._give_way(session, 101.0, 101.2)
+    assert session.resume_at == 0.0
