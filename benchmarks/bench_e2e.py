@@ -36,7 +36,7 @@ from benchmarks.bench_policy import reference_claim
 from bridge.keys import FileKeyStore
 from bridge.link.pki import write_dev_pki
 from bridge.natsserver import NatsServer
-from bridge.up.stack import free_port
+from bridge.up.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAIM = orjson.dumps(reference_claim())

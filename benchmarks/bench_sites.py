@@ -44,7 +44,7 @@ from benchmarks.bench_hotpath import CloudAnswerer, percentiles, verdict
 from bridge.link import ClientTLS, EdgeLink, Envelope, Hello, LinkSettings, Reject, TLSFiles
 from bridge.link.pki import write_dev_pki
 from bridge.natsserver import NatsServer
-from bridge.up.stack import free_port
+from bridge.up.ports import free_port
 
 TARGET_FACTOR = 2.0
 FLOOD = "flood"

@@ -127,7 +127,12 @@ class Agent:
         max_concurrency: int = 64,
         connect_timeout: float = 10.0,
         connect: Mapping[str, Any] | None = None,
+        failover_seconds: float = 10.0,
     ) -> None:
+        """``failover_seconds``: how long ``send_cloud`` keeps trying to store a message, and
+        ``ask`` to reach an agent, while NATS cannot take it for the moment (a server of the
+        cluster lost and its streams electing a new leader, this connection or the other agent's
+        moving to another server); a message id makes the retries store it once."""
         check_agent_name(name)
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -140,6 +145,7 @@ class Agent:
         self.retry_delay = retry_delay
         self.heartbeat_seconds = heartbeat_seconds
         self.connect_timeout = connect_timeout
+        self.failover_seconds = failover_seconds
         self.stats = AgentStats()
         self._connect_options = dict(connect or {})
         self._handlers: dict[str, Handler] = {}
@@ -329,14 +335,24 @@ class Agent:
     async def _ask(
         self, subject: str, payload: Any, headers: dict[str, str] | None, timeout: float
     ) -> Any:
-        try:
-            answer = await self.nc.request(
-                subject, encode(payload), timeout=timeout, headers=headers
-            )
-        except NoRespondersError:
-            raise Unavailable(subject, "no agent serves this subject") from None
-        except (NatsTimeout, TimeoutError):
-            raise TimedOut(subject, timeout) from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(timeout, self.failover_seconds)
+        pause = 0.1
+        while True:
+            try:
+                answer = await self.nc.request(
+                    subject, encode(payload), timeout=timeout, headers=headers
+                )
+                break
+            except NoRespondersError:
+                # Nobody listens right now; in a cluster the agent may be moving to another
+                # server. Try again until the failover time (within the timeout) runs out.
+                if loop.time() + pause > deadline:
+                    raise Unavailable(subject, "no agent serves this subject") from None
+            except (NatsTimeout, TimeoutError):
+                raise TimedOut(subject, timeout) from None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
         return _answer(subject, answer)
 
     async def delegate(
@@ -406,20 +422,34 @@ class Agent:
     async def _store_outbound(
         self, subject: str, payload: Mapping[str, Any] | bytes, headers: dict[str, str]
     ) -> None:
-        try:
-            await self.nc.jetstream().publish(subject, encode(payload), headers=headers, timeout=5)
-        except NoStreamResponseError:
-            raise Unavailable(subject, "no RB_OUT stream (is the edge bridge set up?)") from None
-        except (NatsTimeout, TimeoutError, NoRespondersError):
-            raise Unavailable(subject, "the local NATS did not store the message") from None
-        except APIError as error:
-            reason = f"the local NATS refused the message ({error.description})"
-            if "maximum" in (error.description or ""):  # RB_OUT at its bound refuses new ones
-                reason += (
-                    ": the bridge's outbound store is full until the cloud catches up; nothing "
-                    "stored was dropped, send again later"
-                )
-            raise Unavailable(subject, reason) from None
+        """Store in RB_OUT, trying again (the message id makes it once) while NATS cannot take
+        it for the moment, up to ``failover_seconds``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.failover_seconds
+        data, pause = encode(payload), 0.1
+        while True:
+            wait = max(0.5, min(5.0, deadline - loop.time()))
+            try:
+                await self.nc.jetstream().publish(subject, data, headers=headers, timeout=wait)
+                return
+            except NoStreamResponseError:
+                # No stream answered: none set up, or (in a cluster) none leads RB_OUT just now.
+                reason = "no RB_OUT stream (is the edge bridge set up?)"
+            except (NatsTimeout, TimeoutError, NoRespondersError):
+                reason = "the local NATS did not store the message"
+            except APIError as error:
+                reason = f"the local NATS refused the message ({error.description})"
+                if "maximum" in (error.description or ""):  # RB_OUT at its bound refuses new ones
+                    reason += (
+                        ": the bridge's outbound store is full until the cloud catches up; "
+                        "nothing stored was dropped, send again later"
+                    )
+                if error.code != 503:  # only "temporarily unavailable" may pass on a retry
+                    raise Unavailable(subject, reason) from None
+            if loop.time() + pause > deadline:
+                raise Unavailable(subject, reason) from None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     async def ask_cloud(
         self,

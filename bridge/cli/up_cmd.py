@@ -51,6 +51,8 @@ def register(commands: Any) -> None:
     )
     up.add_argument("--otlp-endpoint", metavar="URL", default=None,
                     help="send traces to this OTLP gRPC collector, e.g. http://127.0.0.1:4317 (default: OTEL_EXPORTER_OTLP_ENDPOINT, else no traces)")  # fmt: skip
+    up.add_argument("--ha", action="store_true",
+                    help="three-node NATS clusters on both sides, two edge bridges and two gateways per jurisdiction: kill any one and the claims keep flowing")  # fmt: skip
     up.set_defaults(run=_up, command_path=["up"])
 
     agents = commands.add_parser("agents", help="list on-prem agents: live, silent and stopped")
@@ -96,6 +98,7 @@ def _up(arguments: argparse.Namespace) -> int:
         deny_every=arguments.deny_every,
         live=not arguments.once and console.is_terminal,
         traces=_otlp_endpoint(arguments.otlp_endpoint),
+        ha=arguments.ha,
     )
     summary = asyncio.run(run(options, console))
     text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()

@@ -160,6 +160,7 @@ class EdgeApp:
                 on_result=self.bridge.on_result,
                 inbound=self.bridge,
                 settings=link_settings,
+                standby=destination.standby,
             )
             self.links[name] = link
             await link.start()

@@ -65,6 +65,11 @@ class EdgeStreams(Section):
 
 class DestinationSection(Section):
     address: str = Field(description="host:port of the gateway")
+    standby: list[str] = Field(
+        default_factory=list,
+        description="host:port of other gateways of this destination, tried in turn when the "
+        "one in use cannot be reached or ends the stream",
+    )
     server_name: str | None = Field(
         None, description="name to verify on the gateway's certificate, if not the host"
     )
@@ -75,9 +80,18 @@ class DestinationSection(Section):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", value):
-            raise ValueError(f"expected host:port, got {value!r}")
-        return value
+        return _host_port(value)
+
+    @field_validator("standby")
+    @classmethod
+    def _standby(cls, values: list[str]) -> list[str]:
+        return [_host_port(value) for value in values]
+
+
+def _host_port(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", value):
+        raise ValueError(f"expected host:port, got {value!r}")
+    return value
 
 
 class LinkSection(Section):

@@ -95,8 +95,12 @@ class EdgeLink:
         on_result: ResultCallback,
         inbound: InboundHandler | None = None,
         settings: LinkSettings | None = None,
+        standby: Sequence[str] = (),
     ) -> None:
-        self.target = target
+        #: The gateway's address first, then others of the same destination tried in turn when
+        #: the one in use cannot be reached or its stream ends.
+        self.targets = [target, *standby]
+        self._current = 0
         self.tls = tls
         self.hello = (
             hello
@@ -119,6 +123,11 @@ class EdgeLink:
         self._goodbye = asyncio.Event()
         self._refresh = asyncio.Event()
         self._gateway_goodbye = ""
+
+    @property
+    def target(self) -> str:
+        """The address in use (or tried next)."""
+        return self.targets[self._current]
 
     # --- public API ----------------------------------------------------------------------
 
@@ -206,6 +215,11 @@ class EdgeLink:
             if self._stopping:
                 break
             self.state = "down"
+            if len(self.targets) > 1:
+                await self._close_channel()
+                self._current = (self._current + 1) % len(self.targets)
+                if self._current != 0:
+                    continue  # each standby is tried at once; the pause comes after a round
             delay = min(self.settings.backoff_max, self.settings.backoff_initial * 2**attempt)
             attempt = min(attempt + 1, 16)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto

@@ -17,6 +17,8 @@ from rich.live import Live
 
 from bridge import tracing
 from bridge.audit import verify_paths
+from bridge.audit.verify import VerifyReport
+from bridge.natsconnect import server_list
 from bridge.up.stack import Stack, fetch_text
 from bridge.up.traffic import EXPECTED_DENY_RULE, Feeder, Tally
 from bridge.up.view import EdgeFigures, render
@@ -34,11 +36,12 @@ class Options:
     deny_every: int
     live: bool
     traces: str | None = None  # OTLP endpoint (a local collector), or None: no traces
+    ha: bool = False  # three-node clusters, two edge bridges, two gateways per jurisdiction
 
 
 async def run(options: Options, console: Console) -> dict[str, Any]:
     """Bring the system up, feed it, and return the summary; everything is stopped on return."""
-    stack = Stack(options.state, options.policy, options.traces)
+    stack = Stack(options.state, options.policy, options.traces, options.ha)
     if options.traces:  # the example agents run in this process
         tracing.configure("rbridge-up-agents", options.traces)
     tally = Tally()
@@ -61,7 +64,7 @@ async def run(options: Options, console: Console) -> dict[str, Any]:
         )
         for agent in (*cloud_agents, *edge_agents):
             await agent.start()
-        observer = await nats.connect(stack.cloud_nats.url)
+        observer = await nats.connect(servers=server_list(stack.cloud_nats.url))
 
         async def observe(message: Msg) -> None:
             # What the cloud parser received for the sample claim (a copy, not a consumer).
@@ -73,9 +76,11 @@ async def run(options: Options, console: Console) -> dict[str, Any]:
 
         await observer.subscribe("rb.in.docs.parse", cb=observe)
         where = {
-            "edge bridge": f"{stack.edge.base}/metrics  {stack.edge.base}/readyz",
-            "EU gateway": f"{stack.gateway.base}/metrics  {stack.gateway.base}/readyz",
-            "US gateway": f"{stack.gateway_us.base}/metrics  {stack.gateway_us.base}/readyz",
+            runtime.name: f"{runtime.base}/metrics  {runtime.base}/readyz"
+            + (f"  (pid {runtime.process.pid})" if options.ha and runtime.process else "")
+            for runtime in stack.runtimes
+        }
+        where |= {
             "audit trail": str(stack.audit_dir),
             "logs": str(options.state / "logs"),
             "edge NATS / cloud NATS": f"{stack.edge_nats.url}  {stack.cloud_nats.url}",
@@ -86,6 +91,17 @@ async def run(options: Options, console: Console) -> dict[str, Any]:
         console.print("[bold green]Residency Bridge is up.[/bold green] Ctrl-C stops everything.")
         for label, value in where.items():
             console.print(f"  {label}: {value}")
+        if options.ha:
+            servers = ", ".join(
+                f"{server.name} (pid {server.process.pid})"
+                for server in stack.servers()
+                if server.process is not None
+            )
+            console.print(f"  NATS servers: {servers}")
+            console.print(
+                "  Kill any one NATS server, edge bridge or gateway (kill -9 PID) and watch the "
+                "claims keep flowing: every claim is still answered once."
+            )
         feeder = asyncio.create_task(
             Feeder(edge_agents[-1], tally, deny_every=options.deny_every).run(
                 options.count, options.rate
@@ -94,9 +110,10 @@ async def run(options: Options, console: Console) -> dict[str, Any]:
         stop_wait = asyncio.create_task(stopping.wait())
 
         async def figures() -> EdgeFigures:
-            return EdgeFigures.parse(
-                await asyncio.to_thread(fetch_text, f"{stack.edge.base}/metrics")
-            )
+            texts = [
+                await asyncio.to_thread(fetch_text, f"{edge.base}/metrics") for edge in stack.edges
+            ]
+            return EdgeFigures.parse("".join(texts))
 
         if options.live:
             with Live(render(tally, EdgeFigures(), None, where), console=console) as live:
@@ -129,7 +146,16 @@ async def run(options: Options, console: Console) -> dict[str, Any]:
 def summarize(
     tally: Tally, figures: EdgeFigures, stack: Stack, *, interrupted: bool
 ) -> dict[str, Any]:
-    report = verify_paths([stack.audit_dir]) if stack.audit_dir.exists() else None
+    reports = [verify_paths([trail]) for trail in stack.audit_trails() if trail.exists()]
+    report = (
+        VerifyReport(
+            files=sum(r.files for r in reports),
+            records=sum(r.records for r in reports),
+            problems=[problem for r in reports for problem in r.problems],
+        )
+        if reports
+        else None
+    )
     denied_expected = tally.denied_by_rule.get(EXPECTED_DENY_RULE, 0)
     p50, p99 = tally.percentile(0.5), tally.percentile(0.99)
     ok = (

@@ -1,9 +1,10 @@
-"""The processes of ``rbridge up``: two NATS servers, the gateway and the edge bridge.
+"""The processes of ``rbridge up``: two NATS servers (or two clusters of three), the gateways
+and the edge bridge (two with ``--ha``).
 
 Everything lives in one state directory (JetStream stores, certificates, keys, the policy, the
 audit trail, configs and logs). Every child is started so that it dies with this process, even
 if this process is SIGKILLed (Linux parent-death signal), and :meth:`Stack.stop` stops them in
-order: edge bridge, gateway, then the NATS servers.
+order: edge bridges, gateways, then the NATS servers.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +26,8 @@ from bridge.errors import RbridgeError, UsageError
 from bridge.keys import FileKeyStore
 from bridge.link.pki import DEFAULT_TRUST_DOMAIN, write_dev_pki
 from bridge.natsserver import NatsServer, die_with_parent
+from bridge.up.cluster import Cluster
+from bridge.up.ports import free_port
 
 SITE = "plant-a"
 MARKER = ".rbridge-up"
@@ -34,13 +36,6 @@ KEY_NAMES = ("pseudonyms", "correlation", "reply-tokens")
 
 class StackError(RbridgeError):
     """A part of the local system did not come up; the message says which and where its log is."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def bundled_policy() -> Path:
@@ -64,6 +59,7 @@ def prepare_state(state: Path) -> None:
 @dataclass
 class Runtime:
     name: str
+    command: str  # edge | cloud
     config: Path
     log: Path
     http_port: int
@@ -74,27 +70,62 @@ class Runtime:
         return f"http://127.0.0.1:{self.http_port}"
 
 
+Servers = NatsServer | Cluster
+
+
 @dataclass
 class Stack:
+    """With ``ha``: three-node clusters on both sides, two edge bridges on the shared durable
+    and two gateways per jurisdiction, each edge with the other's gateway as its standby."""
+
     state: Path
     policy: Path
     traces: str | None = None  # an OTLP endpoint the runtimes send traces to
-    edge_nats: NatsServer = field(init=False)
-    cloud_nats: NatsServer = field(init=False)
-    gateway: Runtime = field(init=False)
-    gateway_us: Runtime = field(init=False)
-    edge: Runtime = field(init=False)
+    ha: bool = False
+    edge_nats: Servers = field(init=False)
+    cloud_nats: Servers = field(init=False)
+    edges: list[Runtime] = field(init=False, default_factory=list)
+    gateways: list[Runtime] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        self.edge_nats = NatsServer(self.state / "edge-nats", name="edge", die_with_parent=True)
-        self.cloud_nats = NatsServer(self.state / "cloud-nats", name="cloud", die_with_parent=True)
+        if self.ha:
+            self.edge_nats = Cluster(self.state / "edge-nats", name="edge", die_with_parent=True)
+            self.cloud_nats = Cluster(self.state / "cloud-nats", name="cloud", die_with_parent=True)
+        else:
+            self.edge_nats = NatsServer(self.state / "edge-nats", name="edge", die_with_parent=True)
+            self.cloud_nats = NatsServer(
+                self.state / "cloud-nats", name="cloud", die_with_parent=True
+            )
+
+    @property
+    def edge(self) -> Runtime:
+        return self.edges[0]
 
     @property
     def audit_dir(self) -> Path:
         return self.state / "audit"
 
+    def audit_trails(self) -> list[Path]:
+        """One trail per edge bridge (each process writes its own)."""
+        return (
+            [self.audit_dir / edge.name.split()[-1] for edge in self.edges]
+            if self.ha
+            else [self.audit_dir]
+        )
+
+    @property
+    def runtimes(self) -> list[Runtime]:
+        return [*self.gateways, *self.edges]
+
+    def servers(self) -> list[NatsServer]:
+        return [
+            server
+            for side in (self.edge_nats, self.cloud_nats)
+            for server in (side.servers if isinstance(side, Cluster) else [side])
+        ]
+
     def prepare(self) -> None:
-        """Certificates, keys, the policy, and the two runtimes' configurations."""
+        """Certificates, keys, the policy, the NATS servers, and the runtimes' configurations."""
         prepare_state(self.state)
         pki = write_dev_pki(self.state / "certs", [SITE])
         keys = FileKeyStore(self.state / "keys")
@@ -103,82 +134,101 @@ class Stack:
         (self.state / "policy").mkdir()
         policy = self.state / "policy" / self.policy.name
         shutil.copy(self.policy, policy)
-        self.edge_nats.start()
-        self.cloud_nats.start()
+        for server in self.servers():
+            server.start()
         logs = self.state / "logs"
         logs.mkdir()
-        self.gateway = Runtime(
-            "EU gateway", self.state / "cloud-eu.yaml", logs / "gateway-eu.log", free_port()
-        )
-        self.gateway_us = Runtime(
-            "US gateway", self.state / "cloud-us.yaml", logs / "gateway-us.log", free_port()
-        )
-        self.edge = Runtime("edge bridge", self.state / "edge.yaml", logs / "edge.log", free_port())
-        # Two gateways, one per jurisdiction the policy names. Here both store into the same
-        # local cloud NATS; in production each is its own cloud.
-        link_ports = {}
-        for runtime, jurisdiction in ((self.gateway, "eu"), (self.gateway_us, "us")):
-            link_ports[jurisdiction] = free_port()
-            cloud_config = {
-                "listen": f"127.0.0.1:{link_ports[jurisdiction]}",
+        # Gateways per jurisdiction the policy names (two of each with ``ha``). Here all store
+        # into the same local cloud NATS; in production each jurisdiction is its own cloud.
+        copies = ("a", "b") if self.ha else ("",)
+        link_ports: dict[tuple[str, str], int] = {}
+        for jurisdiction in ("eu", "us"):
+            for copy in copies:
+                name = f"{jurisdiction.upper()} gateway" + (f" {copy}" if copy else "")
+                suffix = f"{jurisdiction}{'-' + copy if copy else ''}"
+                runtime = Runtime(
+                    name, "cloud", self.state / f"cloud-{suffix}.yaml",
+                    logs / f"gateway-{suffix}.log", free_port(),
+                )  # fmt: skip
+                link_ports[jurisdiction, copy] = free_port()
+                cloud_config = {
+                    "name": f"gateway-{suffix}",
+                    "listen": f"127.0.0.1:{link_ports[jurisdiction, copy]}",
+                    "http": f"127.0.0.1:{runtime.http_port}",
+                    "trust_domain": DEFAULT_TRUST_DOMAIN,
+                    "tls": {
+                        "cert": str(pki.gateway_cert),
+                        "key": str(pki.gateway_key),
+                        "ca": str(pki.ca),
+                    },
+                    "crl": str(pki.crl),
+                    "sites": {SITE: {"capabilities": ["docs.>", "claims.>", "stats.>"]}},
+                    "nats": self._nats(self.cloud_nats),
+                    "grace_seconds": 3,
+                }
+                if self.traces:
+                    cloud_config["tracing"] = {"endpoint": self.traces}
+                runtime.config.write_text(yaml.safe_dump(cloud_config))
+                self.gateways.append(runtime)
+        cert, key = pki.sites[SITE]
+        for copy in copies:
+            others = [other for other in copies if other != copy]
+            name = "edge bridge" + (f" {copy}" if copy else "")
+            suffix = f"-{copy}" if copy else ""
+            runtime = Runtime(
+                name, "edge", self.state / f"edge{suffix}.yaml", logs / f"edge{suffix}.log",
+                free_port(),
+            )  # fmt: skip
+            destinations = {
+                f"cloud-{jurisdiction}": {
+                    "address": f"localhost:{link_ports[jurisdiction, copy]}",
+                    "standby": [f"localhost:{link_ports[jurisdiction, o]}" for o in others],
+                    "jurisdiction": jurisdiction.upper(),
+                }
+                for jurisdiction in ("eu", "us")
+            }
+            edge_config = {
+                "site": SITE,
+                "instance": f"up{suffix}",
+                "nats": self._nats(self.edge_nats),
+                "policy": {"path": str(policy), "watch_seconds": 1},
+                "keys_dir": str(self.state / "keys"),
+                "audit": {"dir": str(self.audit_dir / copy if copy else self.audit_dir)},
+                "state_dir": str(self.state),
+                "quarantine": {"enabled": True},
+                "destinations": destinations,
+                "tls": {"cert": str(cert), "key": str(key), "ca": str(pki.ca)},
                 "http": f"127.0.0.1:{runtime.http_port}",
-                "trust_domain": DEFAULT_TRUST_DOMAIN,
-                "tls": {
-                    "cert": str(pki.gateway_cert),
-                    "key": str(pki.gateway_key),
-                    "ca": str(pki.ca),
-                },
-                "crl": str(pki.crl),
-                "sites": {SITE: {"capabilities": ["docs.>", "claims.>", "stats.>"]}},
-                "nats": {"url": self.cloud_nats.url},
                 "grace_seconds": 3,
             }
             if self.traces:
-                cloud_config["tracing"] = {"endpoint": self.traces}
-            runtime.config.write_text(yaml.safe_dump(cloud_config))
-        cert, key = pki.sites[SITE]
-        edge_config = {
-            "site": SITE,
-            "nats": {"url": self.edge_nats.url},
-            "policy": {"path": str(policy), "watch_seconds": 1},
-            "keys_dir": str(self.state / "keys"),
-            "audit": {"dir": str(self.audit_dir)},
-            "quarantine": {"enabled": True},
-            "destinations": {
-                "cloud-eu": {"address": f"localhost:{link_ports['eu']}", "jurisdiction": "EU"},
-                "cloud-us": {"address": f"localhost:{link_ports['us']}", "jurisdiction": "US"},
-            },
-            "tls": {"cert": str(cert), "key": str(key), "ca": str(pki.ca)},
-            "http": f"127.0.0.1:{self.edge.http_port}",
-            "grace_seconds": 3,
-        }
-        if self.traces:
-            edge_config["tracing"] = {"endpoint": self.traces}
-        self.edge.config.write_text(yaml.safe_dump(edge_config))
+                edge_config["tracing"] = {"endpoint": self.traces}
+            runtime.config.write_text(yaml.safe_dump(edge_config))
+            self.edges.append(runtime)
+
+    @staticmethod
+    def _nats(servers: Servers) -> dict[str, object]:
+        if isinstance(servers, Cluster):
+            return {"servers": servers.urls}
+        return {"url": servers.url}
 
     async def start(self, timeout: float = 60.0) -> None:
-        """Start the gateway, then the edge bridge; return when both report ready."""
-        for runtime, command in (
-            (self.gateway, "cloud"),
-            (self.gateway_us, "cloud"),
-            (self.edge, "edge"),
-        ):
-            with runtime.log.open("ab") as log:
-                runtime.process = subprocess.Popen(  # noqa: S603 - our own CLI
-                    [
-                        sys.executable,
-                        "-m",
-                        "bridge.cli.main",
-                        command,
-                        "--config",
-                        str(runtime.config),
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=die_with_parent,
-                )
+        """Start the gateways, then the edge bridges; return when all report ready."""
+        for side in (self.edge_nats, self.cloud_nats):
+            if isinstance(side, Cluster):
+                await side.wait_for_jetstream(timeout)
+        for runtime in self.runtimes:
+            self.launch(runtime)
             await self._ready(runtime, timeout)
+
+    def launch(self, runtime: Runtime) -> None:
+        with runtime.log.open("ab") as log:
+            runtime.process = subprocess.Popen(  # noqa: S603 - our own CLI
+                [sys.executable, "-m", "bridge.cli.main", runtime.command, "--config",
+                 str(runtime.config)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+            )  # fmt: skip
 
     async def _ready(self, runtime: Runtime, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -197,9 +247,8 @@ class Stack:
 
     def stop(self) -> None:
         """Stop everything, newest first: SIGTERM, then SIGKILL after a grace period."""
-        runtimes = [getattr(self, name, None) for name in ("edge", "gateway", "gateway_us")]
-        for runtime in runtimes:
-            if runtime is None or runtime.process is None or runtime.process.poll() is not None:
+        for runtime in reversed(self.runtimes):
+            if runtime.process is None or runtime.process.poll() is not None:
                 continue
             runtime.process.terminate()
             try:
@@ -207,7 +256,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 runtime.process.kill()
                 runtime.process.wait()
-        for server in (self.edge_nats, self.cloud_nats):
+        for server in self.servers():
             server.stop()
 
 

@@ -37,7 +37,11 @@ class EdgeFigures:
                 elif sample.name == "rbridge_transforms_total":
                     figures.transforms[labels["action"]] += int(sample.value)
                 elif sample.name == "rbridge_link_up":
-                    figures.links[labels["destination"]] = sample.value == 1
+                    # Up if any edge bridge (with --ha, two) has it up.
+                    destination = labels["destination"]
+                    figures.links[destination] = (
+                        figures.links.get(destination, False) or sample.value == 1
+                    )
         return figures
 
     def outbound(self, decision: str) -> int:

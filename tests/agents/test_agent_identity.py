@@ -13,7 +13,7 @@ import pytest
 
 from bridge.cli.main import main
 from bridge.natsserver import NatsServer
-from bridge.up.stack import free_port
+from bridge.up.ports import free_port
 from cloud_agent import CloudAgent, CloudAgentUnavailable
 from edge_agent import Agent, Unavailable
 from tests.conftest import ROOT

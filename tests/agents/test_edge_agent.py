@@ -107,7 +107,8 @@ async def test_timeouts_and_missing_responders_are_typed(nats_server: NatsServer
     async def slow(request: Request) -> None:
         await asyncio.sleep(5)
 
-    async with agent, Agent("client", nats_url=nats_server.url) as client:
+    client = Agent("client", nats_url=nats_server.url, failover_seconds=0.5)
+    async with agent, client:
         with pytest.raises(TimedOut, match=r"no answer on work.slow within 0.3 s"):
             await client.ask("work.slow", {}, timeout=0.3)
         with pytest.raises(Unavailable, match="no agent serves this subject"):
@@ -306,3 +307,34 @@ async def test_stopping_heartbeats_survives_a_lost_cancellation() -> None:
     assert heartbeat._task.done()
     assert bucket.swallowed >= 1
     assert orjson.loads(bucket.puts[-1])["stopped"] is True
+
+
+async def test_asks_and_sends_ride_out_a_moment_without_responder_or_stream(
+    nats_server: NatsServer,
+) -> None:
+    """What a cluster's failover looks like to an agent: nobody answers a subject for a moment,
+    RB_OUT has no leader for a moment. Within ``failover_seconds`` both go through, once."""
+    client = Agent("client", nats_url=nats_server.url, failover_seconds=10)
+    late = Agent("late", nats_url=nats_server.url)
+
+    @late.handle("work.late")
+    async def answer(request: Request) -> dict[str, bool]:
+        return {"ok": True}
+
+    async def after_a_moment() -> None:
+        await asyncio.sleep(0.5)  # the asks and sends below are already being retried
+        await late.start()
+        stream = await late.nc.jetstream().add_stream(name="RB_OUT", subjects=["rb.out.>"])
+        assert stream.config.name == "RB_OUT"
+
+    async with client:
+        helper = asyncio.create_task(after_a_moment())
+        answered, msg_id = await asyncio.gather(
+            client.ask("work.late", {}, timeout=10),
+            client.send_cloud("docs.parse", {"a": 1}, msg_id="once-1"),
+        )
+        await helper
+        assert answered == {"ok": True}
+        info = await client.nc.jetstream().stream_info("RB_OUT")
+        assert (msg_id, info.state.messages) == ("once-1", 1)
+    await late.stop()

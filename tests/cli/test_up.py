@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -190,3 +191,55 @@ def test_traces_go_to_the_collector_it_is_given(tmp_path: Path) -> None:
         server.stop(5).wait()
     # The runtimes export on their way out, the example agents when rbridge up ends.
     assert {"rbridge-edge", "rbridge-gateway", "rbridge-up-agents"} <= receiver.spans.keys()
+
+
+def _pid(shown: str, label: str) -> int:
+    match = re.search(rf"{re.escape(label)}\b.*?\(pid (\d+)\)", shown, re.S)
+    assert match is not None, f"no pid for {label} in:\n{shown}"
+    return int(match.group(1))
+
+
+def test_ha_answers_every_claim_once_while_servers_bridges_and_gateways_die(
+    tmp_path: Path,
+) -> None:
+    """`rbridge up --ha`: kill one NATS server on each side, one of the two edge bridges and the
+    gateway the other edge bridge uses; every claim is still answered once, every expected deny
+    happens, and both audit trails verify."""
+    state, summary_file = tmp_path / "state", tmp_path / "summary.json"
+    process = rbridge_up(
+        "--ha", "--once", "--claims", "150", "--rate", "10", "--state-dir", str(state),
+        "--json", str(summary_file),
+    )  # fmt: skip
+    try:
+        shown = wait_until_up(process)
+        assert process.stdout is not None
+        for line in process.stdout:
+            shown += line
+            if "Kill any one" in line:
+                break
+        victims = [
+            _pid(shown, "edge bridge a"),
+            _pid(shown, "EU gateway b"),  # the gateway edge bridge b uses: it moves to a
+            _pid(shown, "edge-0"),
+            _pid(shown, "cloud-0"),
+        ]
+        trails = [state / "audit" / copy / "audit.jsonl" for copy in ("a", "b")]
+        deadline = time.monotonic() + 120
+        # Kill once claims are flowing (about 40 decided; audit records are about 0.5 KB).
+        while sum(trail.stat().st_size for trail in trails if trail.exists()) < 20_000:
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.1)
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        process.kill()
+        if process.stdout is not None:
+            process.stdout.close()
+    assert process.returncode == 0, shown + output
+    summary = orjson.loads(summary_file.read_bytes())
+    assert summary["ok"] is True, summary
+    assert summary["replies"] == summary["claims"] == summary["reidentified"]
+    assert summary["denied_by_rule"] == {"health-data-stays-home": summary["denies_expected"]}
+    assert summary["audit"]["verified"] is True
+    assert wait_for_no_survivors(state) == []

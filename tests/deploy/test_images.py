@@ -24,7 +24,7 @@ from bridge.edge.config import EdgeSettings
 from bridge.keys import FileKeyStore
 from bridge.link.pki import write_dev_pki
 from bridge.natsserver import NatsServer
-from bridge.up.stack import free_port
+from bridge.up.ports import free_port
 from edge_agent import Agent
 from edge_agent.examples.claims import fraud_agent, intake_agent
 from edge_agent.examples.samples import claim

@@ -175,6 +175,7 @@ def edge_link(
     settings: LinkSettings = FAST,
     inbound: Any = None,
     host: str = "localhost",
+    standby: Sequence[int] = (),
 ) -> EdgeLink:
     link = EdgeLink(
         f"{host}:{port}",
@@ -183,6 +184,7 @@ def edge_link(
         on_result=results,
         inbound=inbound,
         settings=settings,
+        standby=[f"{host}:{other}" for other in standby],
     )
     STARTED.append(link)
     return link

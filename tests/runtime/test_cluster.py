@@ -8,6 +8,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
+import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,8 +22,9 @@ from nats.js.errors import APIError
 
 from bridge.edge.tokens import SPENT_TOKENS_BUCKET
 from bridge.runtime.streams import StreamConfigError
-from tests.cluster import Cluster
-from tests.runtime.helpers import stream_messages
+from bridge.up.cluster import Cluster
+from bridge.up.ports import free_port
+from tests.runtime.helpers import cloud_settings, spawn, stream_messages
 from tests.runtime.world import World
 
 pytestmark = pytest.mark.servers
@@ -237,4 +241,145 @@ async def test_every_request_is_answered_while_the_server_leading_rb_in_is_kille
         print(f"\n{leader} killed: longest wait for an answer after it {recovered:.1f} s")
         assert sorted(answers) == sorted(f"K-{n}" for n in range(200))
     finally:
+        cloud.kill()
+
+
+@pytest.mark.slow
+async def test_losing_a_server_each_side_an_edge_bridge_and_a_gateway_in_turn(
+    world: World, cluster: Cluster, tmp_path: Path
+) -> None:
+    """Both sides on three-node clusters, two edge bridges sharing RB_OUT and two gateways, each
+    edge bridge with one gateway in use and the other as its standby, all as processes. Under a
+    steady flow of requests, SIGKILL and restart in turn the edge server leading RB_OUT, the
+    cloud server leading RB_IN, one edge bridge and one gateway. Every request is answered once
+    and RB_IN stored each once (counted by message id); the recovery after each is printed."""
+    from edge_agent import Agent
+
+    cloud = Cluster(tmp_path / "cloud-cluster", name="cloud")
+    await cloud.start()
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        # A consumer that never acks keeps every stored request in RB_IN, to count them.
+        connection = await nats.connect(servers=cloud.urls)
+        ports = [free_port(), free_port()]
+        commands: dict[str, list[str]] = {}
+        for index, port in enumerate(ports):
+            settings = cloud_settings(
+                world.pki, cloud.urls[0], name=f"gateway-{index}", listen=f"127.0.0.1:{port}",
+                nats={"servers": cloud.urls},
+            )  # fmt: skip
+            commands[f"gateway-{index}"] = [
+                "cloud", "--config", str(world.write_config(f"gateway-{index}", settings))
+            ]  # fmt: skip
+        for index in range(2):
+            mine, other = ports[index], ports[1 - index]
+            destination = {"address": f"localhost:{mine}", "standby": [f"localhost:{other}"]}
+            edge_settings = world.edge_settings(
+                destinations={"cloud-eu": destination, "cloud-us": destination},
+                nats={"servers": cluster.urls}, instance=f"edge-{index}", http="127.0.0.1:0",
+                audit={"dir": str(tmp_path / f"audit-{index}")},
+                state_dir=str(tmp_path / "edge-state"),
+            )  # fmt: skip
+            commands[f"edge-{index}"] = [
+                "edge", "--config", str(world.write_config(f"edge-{index}", edge_settings))
+            ]  # fmt: skip
+        ready = {"gateway": "rbridge cloud: link on", "edge": "rbridge edge: site"}
+
+        async def start(name: str) -> None:
+            log = tmp_path / f"{name}.log"
+            offset = log.stat().st_size if log.exists() else 0
+            processes[name] = spawn(commands[name], log)
+            line = ready[name.split("-")[0]]
+            async with asyncio.timeout(60):
+                while not log.exists() or line not in log.read_text()[offset:]:
+                    assert processes[name].poll() is None, log.read_text()[-3000:]
+                    await asyncio.sleep(0.05)
+
+        for name in commands:
+            await start(name)
+        await connection.jetstream().add_consumer(
+            "RB_IN", api.ConsumerConfig(durable_name="count", ack_policy=api.AckPolicy.EXPLICIT)
+        )
+
+        seen: list[str] = []
+        agent = world.parser(seen, nats_url=",".join(cloud.urls))
+        await agent.start()
+        clock = asyncio.get_running_loop().time
+        answers: list[str] = []
+        answered_at: list[float] = []
+        async with Agent("desk", nats_url=",".join(cluster.urls)) as desk:
+
+            async def ask(number: int) -> str:
+                answer = await desk.ask_cloud(
+                    "docs.parse", {"claim_id": f"Q-{number}"}, classification="internal",
+                    timeout=120, msg_id=f"q-{number}",
+                )  # fmt: skip
+                return str(answer["claim_id"])
+
+            done = asyncio.Event()
+            asked = 0
+
+            async def flow() -> None:  # a steady flow, five requests at a time, until done
+                nonlocal asked
+                while not done.is_set():
+                    first, asked = asked, asked + 5
+                    answers.extend(await asyncio.gather(*(ask(n) for n in range(first, asked))))
+                    answered_at.append(clock())
+
+            async def leader(urls: list[str], stream: str) -> str:
+                probe = await nats.connect(servers=urls)
+                try:
+                    info = await probe.jetstream().stream_info(stream)
+                finally:
+                    await probe.close()
+                assert info.cluster is not None
+                assert info.cluster.leader is not None
+                return info.cluster.leader
+
+            sender = asyncio.create_task(flow())
+            recovered: dict[str, float] = {}
+            victims = [
+                "edge NATS (RB_OUT leader)", "cloud NATS (RB_IN leader)", "edge-0", "gateway-1"
+            ]  # fmt: skip
+            for step, victim in enumerate(victims, start=1):
+                async with asyncio.timeout(120):
+                    while len(answers) < step * 80:
+                        assert not sender.done(), (victim, len(answers), sender)
+                        await asyncio.sleep(0.02)
+                killed_at, before = clock(), len(answers)
+                if victim.startswith("edge NATS"):
+                    server = cluster.by_name(await leader(cluster.urls, "RB_OUT"))
+                    server.kill()
+                elif victim.startswith("cloud NATS"):
+                    server = cloud.by_name(await leader(cloud.urls, "RB_IN"))
+                    server.kill()
+                else:
+                    os.killpg(processes[victim].pid, signal.SIGKILL)
+                    processes[victim].wait()
+                async with asyncio.timeout(120):  # the flow goes on without it...
+                    while len(answers) < before + 25:
+                        assert not sender.done(), (victim, before, len(answers), sender)
+                        await asyncio.sleep(0.02)
+                after = [t for t in answered_at if t > killed_at][:5]
+                recovered[victim] = max(b - a for a, b in itertools.pairwise([killed_at, *after]))
+                if victim.startswith(("edge NATS", "cloud NATS")):  # ...and it comes back
+                    await asyncio.to_thread(server.start)
+                else:
+                    await start(victim)
+            done.set()
+            await sender
+        await agent.stop()
+        print()
+        for victim, seconds in recovered.items():
+            print(f"{victim} killed: the flow went on after {seconds:.1f} s at most")
+        assert sorted(answers) == sorted(f"Q-{n}" for n in range(asked)), "lost or doubled"
+        stored = await stream_messages(cloud.urls[0], "RB_IN")
+        ids = [(message.headers or {})["Nats-Msg-Id"] for message in stored]
+        assert len(ids) == len(set(ids)) == asked, "RB_IN stored a request twice or lost one"
+        await connection.close()
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         cloud.kill()

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from nats.aio.msg import Msg
 
-from bridge.up.stack import free_port
+from bridge.up.ports import free_port
 from tests.link.helpers import BlackholeProxy
 from tests.runtime.helpers import (
     assert_each_once,

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from bridge.cloud.metrics import CloudMetrics
 from bridge.edge.metrics import EdgeMetrics
 from bridge.runtime.streamwatch import StreamWatch
-from bridge.up.stack import free_port
+from bridge.up.ports import free_port
 from edge_agent import Agent, Denied
 from tests.conftest import ROOT
 from tests.eventually import eventually

@@ -161,6 +161,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         ("edge", "http", "nowhere"),
         ("edge", "http", "127.0.0.1:99999"),
         ("edge", "streams", {"outbound": {"max_bytes": -7}}),
+        ("edge", "destinations", {"cloud-eu": {"address": "localhost:1", "standby": ["nowhere"]}}),
         ("cloud", "log_level", "verbose"),
         ("cloud", "listen", "localhost"),
         ("cloud", "health_listen", ":x"),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from bridge.up.stack import free_port
+from bridge.up.ports import free_port
 from cloud_agent.examples.claims import claims_agents
 from edge_agent import Agent, Denied
 from tests.runtime.helpers import assert_each_once, http_get, publish
