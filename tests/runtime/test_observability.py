@@ -41,7 +41,9 @@ SUFFIXES = {
 
 def exported() -> set[str]:
     """Every sample name the edge bridge and the gateway can export."""
-    registries = [EdgeMetrics().registry, CloudMetrics().registry, CollectorRegistry()]
+    cloud = CloudMetrics()
+    cloud.watch_sites(list)  # the per-site families, read at scrape time (none connected here)
+    registries = [EdgeMetrics().registry, cloud.registry, CollectorRegistry()]
     StreamWatch(None, ["RB_OUT"], registries[2])  # type: ignore[arg-type]
     names: set[str] = set()
     for registry in registries:
