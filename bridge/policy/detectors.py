@@ -618,12 +618,19 @@ class DetectorSet:
                     break
         return found
 
-    def _found(self, index: int, data: bytes) -> Iterator[tuple[int, int]]:
-        """Each confirmed value of one detector in ``data``, left to right."""
+    def _found(
+        self,
+        index: int,
+        data: bytes,
+        known: dict[tuple[int, int, int], Found] | None = None,
+        begin: int = 0,
+    ) -> Iterator[tuple[int, int]]:
+        """Each confirmed value of one detector in ``data``, left to right (``known``: the
+        candidates already confirmed or refused on this text, by detector and span)."""
         detector = self.detectors[index]
         confirm = detector.confirm
         pattern = self._patterns[index]
-        position = 0
+        position = begin
         end = len(data)
         while position <= end:
             start, stop = pattern.search(data, position)
@@ -633,7 +640,10 @@ class DetectorSet:
                 yield start, stop
                 position = stop if stop > start else stop + 1
                 continue
-            confirmed = confirm(data, start, stop)
+            key = (index, start, stop)
+            confirmed = known.get(key) if known is not None else None
+            if confirmed is None:
+                confirmed = confirm(data, start, stop)
             yield from confirmed
             # A refused candidate of bounded length may overlap a real value starting inside it.
             retry = not confirmed and detector.bounded
@@ -651,9 +661,12 @@ class DetectorSet:
         reading = view.text if view is not None else text
         data = reading.encode()
         order = self._default_order if only is None else only
-        found = self._scan_together(order, data)
-        if found is None:
-            found = self._scan_each(self.together(order).members, data)
+        known: dict[tuple[int, int, int], Found] = {}
+        found, refused_at = self._scan_together(order, data, known)
+        if refused_at >= 0:
+            # From the refused candidate on, every detector on its own; before it, the
+            # combined pass saw every candidate already.
+            found += self._scan_each(self.together(order).members, data, known, refused_at)
         if not found:
             return []
         spans = _merge(found, order)
@@ -678,12 +691,13 @@ class DetectorSet:
         return cached
 
     def _scan_together(
-        self, order: tuple[str, ...], data: bytes
-    ) -> list[tuple[int, int, int]] | None:
+        self, order: tuple[str, ...], data: bytes, known: dict[tuple[int, int, int], Found]
+    ) -> tuple[list[tuple[int, int, int]], int]:
         """One left-to-right pass of the combined pattern: the fast way for ordinary text.
 
-        Returns None as soon as a candidate is refused: the candidate may hide a value of
-        another detector that overlaps it, and only detector-by-detector scanning sees it.
+        Stops at the first candidate refused, as it may hide a value of another detector that
+        overlaps it, which only detector-by-detector scanning sees: returns what was found
+        before it and where it starts (-1 when nothing was refused).
         """
         together = self.together(order)
         found: list[tuple[int, int, int]] = []
@@ -692,10 +706,10 @@ class DetectorSet:
         while position <= end:
             start, stop = together.find.search(data, position)
             if start < 0:
-                return found
-            hit = self._candidate(together, data, start, stop)
+                return found, -1
+            hit = self._candidate(together, data, start, stop, known)
             if hit is None:
-                return None
+                return found, start
             found.extend(hit)
             if hit and hit[0][2] > 0 and hit[0][0] > start:
                 # The winner took the character before the value (RE2 has no lookbehind), so a
@@ -704,30 +718,45 @@ class DetectorSet:
                 better = self.together(order[: hit[0][2]])
                 begin, finish = better.find.search_within(data, start, stop)
                 if begin >= 0:
-                    found.extend(self._candidate(better, data, begin, finish) or ())
+                    found.extend(self._candidate(better, data, begin, finish, known) or ())
             position = stop if stop > start else stop + 1
-        return found
+        return found, -1
 
     def _candidate(
-        self, together: _Together, data: bytes, start: int, stop: int
+        self,
+        together: _Together,
+        data: bytes,
+        start: int,
+        stop: int,
+        known: dict[tuple[int, int, int], Found],
     ) -> list[tuple[int, int, int]] | None:
         """The confirmed values of the candidate ``data[start:stop]``; None when refused."""
         rank = together.rank_of(data[start:stop])
         if rank is None:
             return None  # it matched only in its context: let the careful scan decide
-        confirm = self.detectors[together.members[rank]].confirm
+        index = together.members[rank]
+        confirm = self.detectors[index].confirm
         if confirm is None:
             return [(start, stop, rank)]
-        confirmed = confirm(data, start, stop)
+        confirmed = known[index, start, stop] = confirm(data, start, stop)
         return [(begin, finish, rank) for begin, finish in confirmed] if confirmed else None
 
-    def _scan_each(self, members: tuple[int, ...], data: bytes) -> list[tuple[int, int, int]]:
-        """Every detector on its own, each left to right: linear, and nothing hides anything."""
-        hits = set(self._set.Match(data))
+    def _scan_each(
+        self,
+        members: tuple[int, ...],
+        data: bytes,
+        known: dict[tuple[int, int, int], Found],
+        begin: int = 0,
+    ) -> list[tuple[int, int, int]]:
+        """Every detector on its own, each left to right from ``begin``: linear, and nothing
+        hides anything (what the combined pass confirmed or refused is not confirmed again)."""
+        hits = set(self._set.Match(data[begin:] if begin else data))
         found: list[tuple[int, int, int]] = []
         for rank, index in enumerate(members):
             if index in hits:
-                found.extend((start, end, rank) for start, end in self._found(index, data))
+                found.extend(
+                    (start, end, rank) for start, end in self._found(index, data, known, begin)
+                )
         return found
 
 
