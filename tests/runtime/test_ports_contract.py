@@ -74,7 +74,7 @@ async def nats_backend(server: NatsServer) -> AsyncIterator[Backend]:
     async def pull(batch: int, timeout: float) -> list[Any]:
         try:
             return list(await subscription.fetch(batch, timeout=timeout))
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats-py raises its own or asyncio's, depending on the moment
             return []
 
     async def published() -> list[tuple[str, bytes, dict[str, str]]]:
