@@ -439,12 +439,13 @@ class Agent:
                 reason = "the local NATS did not store the message"
             except APIError as error:
                 reason = f"the local NATS refused the message ({error.description})"
-                if "maximum" in (error.description or ""):  # RB_OUT at its bound refuses new ones
+                full = "maximum" in (error.description or "")  # RB_OUT at its bound
+                if full:
                     reason += (
                         ": the bridge's outbound store is full until the cloud catches up; "
                         "nothing stored was dropped, send again later"
                     )
-                if error.code != 503:  # only "temporarily unavailable" may pass on a retry
+                if full or error.code != 503:  # only "temporarily unavailable" is retried
                     raise Unavailable(subject, reason) from None
             if loop.time() + pause > deadline:
                 raise Unavailable(subject, reason) from None

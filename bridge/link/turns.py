@@ -36,6 +36,8 @@ class Turns:
             self._give_back()
 
     async def _take(self) -> None:
+        while self._waiting and self._waiting[0].done():
+            self._waiting.popleft()  # a waiter that was cancelled before its turn came
         if self._free > 0 and not self._waiting:
             self._free -= 1
             return
