@@ -199,6 +199,7 @@ def _pid(shown: str, label: str) -> int:
     return int(match.group(1))
 
 
+@pytest.mark.timeout(600)  # three clusters' worth of processes start and die: minutes when loaded
 def test_ha_answers_every_claim_once_while_servers_bridges_and_gateways_die(
     tmp_path: Path,
 ) -> None:

@@ -245,6 +245,7 @@ async def test_every_request_is_answered_while_the_server_leading_rb_in_is_kille
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # four kills and restarts of processes: minutes on a loaded machine
 async def test_losing_a_server_each_side_an_edge_bridge_and_a_gateway_in_turn(
     world: World, cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -258,9 +259,11 @@ async def test_losing_a_server_each_side_an_edge_bridge_and_a_gateway_in_turn(
     cloud = Cluster(tmp_path / "cloud-cluster", name="cloud")
     await cloud.start()
     processes: dict[str, subprocess.Popen[bytes]] = {}
+    cleanup = contextlib.AsyncExitStack()
     try:
         # A consumer that never acks keeps every stored request in RB_IN, to count them.
         connection = await nats.connect(servers=cloud.urls)
+        cleanup.push_async_callback(connection.close)
         ports = [free_port(), free_port()]
         commands: dict[str, list[str]] = {}
         for index, port in enumerate(ports):
@@ -304,6 +307,7 @@ async def test_losing_a_server_each_side_an_edge_bridge_and_a_gateway_in_turn(
         seen: list[str] = []
         agent = world.parser(seen, nats_url=",".join(cloud.urls))
         await agent.start()
+        cleanup.push_async_callback(agent.stop)
         clock = asyncio.get_running_loop().time
         answers: list[str] = []
         answered_at: list[float] = []
@@ -337,38 +341,43 @@ async def test_losing_a_server_each_side_an_edge_bridge_and_a_gateway_in_turn(
                 return info.cluster.leader
 
             sender = asyncio.create_task(flow())
-            recovered: dict[str, float] = {}
-            victims = [
-                "edge NATS (RB_OUT leader)", "cloud NATS (RB_IN leader)", "edge-0", "gateway-1"
-            ]  # fmt: skip
-            for step, victim in enumerate(victims, start=1):
-                async with asyncio.timeout(120):
-                    while len(answers) < step * 80:
-                        assert not sender.done(), (victim, len(answers), sender)
-                        await asyncio.sleep(0.02)
-                killed_at, before = clock(), len(answers)
-                if victim.startswith("edge NATS"):
-                    server = cluster.by_name(await leader(cluster.urls, "RB_OUT"))
-                    server.kill()
-                elif victim.startswith("cloud NATS"):
-                    server = cloud.by_name(await leader(cloud.urls, "RB_IN"))
-                    server.kill()
-                else:
-                    os.killpg(processes[victim].pid, signal.SIGKILL)
-                    processes[victim].wait()
-                async with asyncio.timeout(120):  # the flow goes on without it...
-                    while len(answers) < before + 25:
-                        assert not sender.done(), (victim, before, len(answers), sender)
-                        await asyncio.sleep(0.02)
-                after = [t for t in answered_at if t > killed_at][:5]
-                recovered[victim] = max(b - a for a, b in itertools.pairwise([killed_at, *after]))
-                if victim.startswith(("edge NATS", "cloud NATS")):  # ...and it comes back
-                    await asyncio.to_thread(server.start)
-                else:
-                    await start(victim)
-            done.set()
-            await sender
-        await agent.stop()
+            try:
+                recovered: dict[str, float] = {}
+                victims = [
+                    "edge NATS (RB_OUT leader)", "cloud NATS (RB_IN leader)", "edge-0", "gateway-1"
+                ]  # fmt: skip
+                for step, victim in enumerate(victims, start=1):
+                    async with asyncio.timeout(120):
+                        while len(answers) < step * 80:
+                            assert not sender.done(), (victim, len(answers), sender)
+                            await asyncio.sleep(0.02)
+                    killed_at, before = clock(), len(answers)
+                    if victim.startswith("edge NATS"):
+                        server = cluster.by_name(await leader(cluster.urls, "RB_OUT"))
+                        server.kill()
+                    elif victim.startswith("cloud NATS"):
+                        server = cloud.by_name(await leader(cloud.urls, "RB_IN"))
+                        server.kill()
+                    else:
+                        os.killpg(processes[victim].pid, signal.SIGKILL)
+                        processes[victim].wait()
+                    async with asyncio.timeout(120):  # the flow goes on without it...
+                        while len(answers) < before + 25:
+                            assert not sender.done(), (victim, before, len(answers), sender)
+                            await asyncio.sleep(0.02)
+                    after = [t for t in answered_at if t > killed_at][:5]
+                    recovered[victim] = max(
+                        b - a for a, b in itertools.pairwise([killed_at, *after])
+                    )
+                    if victim.startswith(("edge NATS", "cloud NATS")):  # ...and it comes back
+                        await asyncio.to_thread(server.start)
+                    else:
+                        await start(victim)
+                done.set()
+                await sender
+            finally:  # on a failure, before the desk closes
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
         print()
         for victim, seconds in recovered.items():
             print(f"{victim} killed: the flow went on after {seconds:.1f} s at most")
@@ -376,8 +385,8 @@ async def test_losing_a_server_each_side_an_edge_bridge_and_a_gateway_in_turn(
         stored = await stream_messages(cloud.urls[0], "RB_IN")
         ids = [(message.headers or {})["Nats-Msg-Id"] for message in stored]
         assert len(ids) == len(set(ids)) == asked, "RB_IN stored a request twice or lost one"
-        await connection.close()
     finally:
+        await cleanup.aclose()
         for process in processes.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
