@@ -24,6 +24,7 @@ from bridge.edge.tokens import SPENT_TOKENS_BUCKET
 from bridge.runtime.streams import StreamConfigError
 from bridge.up.cluster import Cluster
 from bridge.up.ports import free_port
+from edge_agent import Agent
 from tests.runtime.helpers import cloud_settings, spawn, stream_messages
 from tests.runtime.world import World
 
@@ -78,6 +79,16 @@ async def test_an_existing_stream_keeps_its_copies_and_is_reported(
         await world.start_edge(nats={"servers": cluster.urls})
     assert await replicas(cluster.urls, "RB_OUT") == 1
     assert "stream RB_OUT has 1 replica(s) and the settings ask for 3" in caplog.text
+
+
+async def ask_claim(desk: Agent, claim_id: str, *, timeout: float) -> str:
+    """Ask the cloud parser about one claim through the bridge (its id, lower-cased, is the
+    message id, so a retried ask is stored once); the claim id it answers with."""
+    answer = await desk.ask_cloud(
+        "docs.parse", {"claim_id": claim_id}, classification="internal", timeout=timeout,
+        msg_id=claim_id.lower(),
+    )  # fmt: skip
+    return str(answer["claim_id"])
 
 
 async def publish_until_stored(urls: list[str], first: int, last: int) -> None:
@@ -145,7 +156,6 @@ async def test_the_flow_goes_on_while_the_server_leading_rb_out_is_killed(
 
 async def test_agents_take_a_cluster_as_a_list_of_urls(world: World, cluster: Cluster) -> None:
     from bridge.contract import AGENTS_BUCKET
-    from edge_agent import Agent
 
     await world.start_gateway()
     await world.start_edge(nats={"servers": cluster.urls})
@@ -188,8 +198,6 @@ async def test_every_request_is_answered_while_the_server_leading_rb_in_is_kille
 ) -> None:
     """The cloud side on three NATS servers: the gateway stores in RB_IN and forwards replies,
     the cloud agent consumes; the server leading RB_IN dies mid-flow and comes back."""
-    from edge_agent import Agent
-
     cloud = Cluster(tmp_path / "cloud-cluster", name="cloud")
     await cloud.start()
     try:
@@ -204,11 +212,7 @@ async def test_every_request_is_answered_while_the_server_leading_rb_in_is_kille
             async with Agent("desk", nats_url=world.edge_nats.url) as desk:
 
                 async def ask(number: int) -> str:
-                    answer = await desk.ask_cloud(
-                        "docs.parse", {"claim_id": f"K-{number}"}, classification="internal",
-                        timeout=90, msg_id=f"k-{number}",
-                    )  # fmt: skip
-                    return str(answer["claim_id"])
+                    return await ask_claim(desk, f"K-{number}", timeout=90)
 
                 answers: list[str] = []
                 answered_at: list[float] = []
@@ -254,8 +258,6 @@ async def test_losing_a_server_each_side_an_edge_bridge_and_a_gateway_in_turn(
     steady flow of requests, SIGKILL and restart in turn the edge server leading RB_OUT, the
     cloud server leading RB_IN, one edge bridge and one gateway. Every request is answered once
     and RB_IN stored each once (counted by message id); the recovery after each is printed."""
-    from edge_agent import Agent
-
     cloud = Cluster(tmp_path / "cloud-cluster", name="cloud")
     await cloud.start()
     processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -314,11 +316,7 @@ async def test_losing_a_server_each_side_an_edge_bridge_and_a_gateway_in_turn(
         async with Agent("desk", nats_url=",".join(cluster.urls)) as desk:
 
             async def ask(number: int) -> str:
-                answer = await desk.ask_cloud(
-                    "docs.parse", {"claim_id": f"Q-{number}"}, classification="internal",
-                    timeout=120, msg_id=f"q-{number}",
-                )  # fmt: skip
-                return str(answer["claim_id"])
+                return await ask_claim(desk, f"Q-{number}", timeout=120)
 
             done = asyncio.Event()
             asked = 0
