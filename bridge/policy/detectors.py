@@ -29,6 +29,7 @@ from re2 import _re2
 
 from bridge.policy import nationalids as ids
 from bridge.policy.candidates import DIGITS, Found, digit_at
+from bridge.policy.lookalikes import LOOKALIKES
 from bridge.policy.phones import confirm_phone_number
 from bridge.policy.textview import TextView, needs_view, reading
 
@@ -77,6 +78,12 @@ class Detector:
 
     ``bounded`` says a candidate has a bounded length, so after a refused candidate the scan may
     look again one character further on (a refused run of unbounded length is skipped whole).
+
+    ``digit_bounded`` says the value ends in a digit and never runs on into another one (an
+    11-digit tax id is not the start of a 13-digit EAN): the scan looks for the pattern followed
+    by a non-digit or the end of the text, so such a run is no candidate at all, instead of a
+    candidate refused (a refusal makes the scan read the rest of the text detector by detector).
+    Only for patterns with one possible end per start, so this drops nothing but refusals.
     """
 
     name: str
@@ -85,6 +92,19 @@ class Detector:
     confirm: Confirm | None = None
     builtin: bool = True
     bounded: bool = True
+    digit_bounded: bool = False
+
+    @property
+    def scan_pattern(self) -> str:
+        """What the scan searches: the pattern, and the character after it where it counts."""
+        return f"(?:{self.pattern})(?:[^0-9]|$)" if self.digit_bounded else self.pattern
+
+    def value_end(self, data: bytes, start: int, stop: int) -> int:
+        """The end of a candidate the scan found at ``data[start:stop]``, without the
+        character after the value that a digit-bounded pattern reads."""
+        if self.digit_bounded and stop > start and data[stop - 1] not in DIGITS:
+            return stop - 1
+        return stop
 
 
 def luhn_valid(digits: str) -> bool:
@@ -349,6 +369,7 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
             "US social security numbers (area, group and serial checked), and labelled runs of "
             "nine digits",
             _confirm_ssn,
+            digit_bounded=True,
         ),
         Detector(
             "iban",
@@ -361,6 +382,7 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
             r"(?:^|[^0-9])[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[ABab]) ?\d{3} ?\d{3} ?\d{2}",
             "French social security numbers (NIR), key checked",
             ids.confirm_fr_nir,
+            digit_bounded=True,
         ),
         Detector(
             "uk_nino",
@@ -392,18 +414,21 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
             r"(?:^|[^0-9+])[1-9]\d(?: ?\d{3}){3}",
             "German tax identification numbers (Steuer-ID), digit rule and check digit checked",
             ids.confirm_de_tax_id,
+            digit_bounded=True,
         ),
         Detector(
             "uk_nhs",
             r"(?:^|[^0-9])\d{3}[ \-]?\d{3}[ \-]?\d{4}",
             "UK NHS numbers, mod-11 checked, after the word NHS",
             ids.confirm_uk_nhs,
+            digit_bounded=True,
         ),
         Detector(
             "nl_bsn",
             r"(?:^|[^0-9])\d{9}",
             "Dutch citizen service numbers (BSN), 11-proof checked, after the word BSN",
             ids.confirm_nl_bsn,
+            digit_bounded=True,
         ),
         Detector(
             "se_personnummer",
@@ -411,6 +436,7 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
             "Swedish personal identity numbers, date and Luhn checked (without '-' or '+' only "
             "after the word personnummer)",
             ids.confirm_se_personnummer,
+            digit_bounded=True,
         ),
         Detector(
             "passport",
@@ -454,6 +480,7 @@ BUILTIN_DETECTORS: dict[str, Detector] = {
             r"(?:^|[^0-9.])(?:\d{1,3}\.){3}\d{1,3}",
             "IPv4 addresses",
             _confirm_ipv4,
+            digit_bounded=True,
         ),
         Detector(
             "ipv6",
@@ -537,26 +564,37 @@ class _Together:
     Finding the next candidate is one search without captures (RE2's DFA: fast); which detector
     it belongs to is read by an anchored RE2 set over the candidate alone, which costs only the
     candidate's length (RE2's capture groups would cost several times the search).
+
+    The look-alikes (:mod:`bridge.policy.lookalikes`) come first in the search, so a harmless
+    token is read whole where a detector's candidate would start at the same place, and last in
+    the ranks, so a detector matching the same text whole is asked before them.
     """
 
     __slots__ = ("exact", "find", "members")
 
     def __init__(self, detectors: Sequence[Detector], members: tuple[int, ...]) -> None:
         self.members = members
-        chosen = [detectors[index].pattern for index in members]
-        self.find = _Pattern("|".join(f"(?:{pattern})" for pattern in chosen), _RE2_COMBINED_MEM)
+        chosen = [detectors[index].scan_pattern for index in members]
+        # Not beside a policy's own patterns: a custom detector may look for exactly what a
+        # look-alike would read past (dates of birth).
+        builtin = all(detectors[index].builtin for index in members)
+        lookalikes = [lookalike.pattern for lookalike in LOOKALIKES] if builtin else []
+        self.find = _Pattern(
+            "|".join(f"(?:{pattern})" for pattern in lookalikes + chosen), _RE2_COMBINED_MEM
+        )
         try:
-            self.exact = _compiled_set(chosen, re2._Anchor.ANCHOR_BOTH)
+            self.exact = _compiled_set(chosen + lookalikes, re2._Anchor.ANCHOR_BOTH)
         except re2.error:
             raise ValueError(
                 f"the detectors {', '.join(detectors[index].name for index in members)} "
                 f"together are too large for RE2's memory budget of {_RE2_MAX_MEM >> 20} MiB"
             ) from None
 
-    def rank_of(self, candidate: bytes) -> int | None:
-        """The best rank among the members that match ``candidate`` whole (None: none does)."""
-        ranks = self.exact.Match(candidate)
-        return min(ranks) if ranks else None
+    def ranks_of(self, candidate: bytes) -> list[int]:
+        """The ranks of the members that match ``candidate`` whole, best first."""
+        ranks: list[int] = self.exact.Match(candidate)
+        ranks.sort()
+        return ranks
 
 
 @dataclass(slots=True)
@@ -576,14 +614,14 @@ class DetectorSet:
 
     def __post_init__(self) -> None:
         try:
-            self._set = _compiled_set((d.pattern for d in self.detectors), _UNANCHORED)
+            self._set = _compiled_set((d.scan_pattern for d in self.detectors), _UNANCHORED)
         except re2.error:
             raise ValueError(
                 "the detectors together are too large for RE2's memory budget of "
                 f"{_RE2_MAX_MEM >> 20} MiB; simplify the custom patterns (bounded repeats of "
                 "character classes such as \\pL{200} are the usual cause)"
             ) from None
-        self._patterns = tuple(_Pattern(detector.pattern) for detector in self.detectors)
+        self._patterns = tuple(_Pattern(detector.scan_pattern) for detector in self.detectors)
         self._index = {detector.name: index for index, detector in enumerate(self.detectors)}
         self._default_order = tuple(d.name for d in self.detectors if not d.builtin) + tuple(
             d.name for d in self.detectors if d.builtin
@@ -636,6 +674,7 @@ class DetectorSet:
             start, stop = pattern.search(data, position)
             if start < 0:
                 return
+            stop = detector.value_end(data, start, stop)
             if confirm is None:
                 yield start, stop
                 position = stop if stop > start else stop + 1
@@ -695,9 +734,10 @@ class DetectorSet:
     ) -> tuple[list[tuple[int, int, int]], int]:
         """One left-to-right pass of the combined pattern: the fast way for ordinary text.
 
-        Stops at the first candidate refused, as it may hide a value of another detector that
-        overlaps it, which only detector-by-detector scanning sees: returns what was found
-        before it and where it starts (-1 when nothing was refused).
+        Stops at the first candidate refused, or confirmed but perhaps hiding more (see
+        :func:`_may_hide_more`), as it may hide a value of another detector that overlaps it,
+        which only detector-by-detector scanning sees: returns what was found before it and
+        where it starts (-1 when nothing was).
         """
         together = self.together(order)
         found: list[tuple[int, int, int]] = []
@@ -707,18 +747,26 @@ class DetectorSet:
             start, stop = together.find.search(data, position)
             if start < 0:
                 return found, -1
-            hit = self._candidate(together, data, start, stop, known)
-            if hit is None:
+            hit, stop = self._candidate(together, data, start, stop, known)
+            if hit is None or (hit and _may_hide_more(data, start, stop, hit)):
                 return found, start
             found.extend(hit)
             if hit and hit[0][2] > 0 and hit[0][0] > start:
                 # The winner took the character before the value (RE2 has no lookbehind), so a
                 # detector listed earlier that matches the value itself lost the leftmost race
                 # by one character: it names the span.
+                # (From the winner's start, or else from the value's: "no.001-01-0001" is an
+                # SSN after its "." and "see 943 476 5919" a custom detector's after "see ".)
+                # A digit-bounded pattern reads the character after the value too.
                 better = self.together(order[: hit[0][2]])
-                begin, finish = better.find.search_within(data, start, stop)
-                if begin >= 0:
-                    found.extend(self._candidate(better, data, begin, finish, known) or ())
+                for origin in (start, hit[0][0]):
+                    begin, finish = better.find.search_within(data, origin, min(end, stop + 1))
+                    if begin < 0:
+                        continue
+                    confirmed = self._candidate(better, data, begin, finish, known)[0]
+                    if confirmed:
+                        found.extend(confirmed)
+                        break
             position = stop if stop > start else stop + 1
         return found, -1
 
@@ -729,17 +777,29 @@ class DetectorSet:
         start: int,
         stop: int,
         known: dict[tuple[int, int, int], Found],
-    ) -> list[tuple[int, int, int]] | None:
-        """The confirmed values of the candidate ``data[start:stop]``; None when refused."""
-        rank = together.rank_of(data[start:stop])
-        if rank is None:
-            return None  # it matched only in its context: let the careful scan decide
-        index = together.members[rank]
-        confirm = self.detectors[index].confirm
-        if confirm is None:
-            return [(start, stop, rank)]
-        confirmed = known[index, start, stop] = confirm(data, start, stop)
-        return [(begin, finish, rank) for begin, finish in confirmed] if confirmed else None
+    ) -> tuple[list[tuple[int, int, int]] | None, int]:
+        """The confirmed values of the candidate ``data[start:stop]`` (None when refused), and
+        where the candidate ends (a digit-bounded one read a character after its value)."""
+        # Each member the candidate is a whole match of, best first: a refusal by one (an
+        # NHS-shaped number without the word NHS) is no refusal while another confirms it (a
+        # personnummer).
+        members = len(together.members)
+        for rank in together.ranks_of(data[start:stop]):
+            if rank >= members:  # no detector confirmed it: a harmless look-alike, read whole?
+                finish = LOOKALIKES[rank - members].end(data, start, stop)
+                if finish >= 0:
+                    return [], finish
+                continue
+            index = together.members[rank]
+            detector = self.detectors[index]
+            finish = detector.value_end(data, start, stop)
+            if detector.confirm is None:
+                return [(start, finish, rank)], finish
+            confirmed = known[index, start, finish] = detector.confirm(data, start, finish)
+            if confirmed:
+                return [(begin, end, rank) for begin, end in confirmed], finish
+        # Refused by all, or it matched only in its context: let the careful scan decide.
+        return None, stop
 
     def _scan_each(
         self,
@@ -758,6 +818,31 @@ class DetectorSet:
                     (start, end, rank) for start, end in self._found(index, data, known, begin)
                 )
         return found
+
+
+_DIGIT = re.compile(rb"[0-9]")
+# What may continue a value into the next one: a letter or digit, or separators then a digit.
+_RUNS_ON = re.compile(rb"[0-9A-Za-z]|[ \t\r\n.\-/_]{1,3}[0-9]")
+
+
+def _may_hide_more(data: bytes, start: int, stop: int, hit: list[tuple[int, int, int]]) -> bool:
+    """Whether the candidate ``data[start:stop]``, confirmed as ``hit``, may hide a value of
+    another detector: digits outside the values confirmed in it ("4111 1111 1111 1111
+    457-10-9562" is one run of digit groups to the card pattern), or a last value that runs on
+    into more text a value could be made of (a phone number ending in the first digits of a
+    DNI). Values read whole on their own are scanned past; these are read detector by detector.
+    """
+    last = hit[-1][1]
+    if _RUNS_ON.match(data, last) is not None:
+        return True
+    if len(hit) == 1 and last == stop and hit[0][0] - start <= 1:
+        return hit[0][0] > start and data[start] in DIGITS  # the usual: one value, whole
+    position = start
+    for begin, finish, _ in hit:
+        if _DIGIT.search(data, position, begin) is not None:
+            return True
+        position = max(position, finish)
+    return _DIGIT.search(data, position, stop) is not None
 
 
 def _merge(found: list[tuple[int, int, int]], order: Sequence[str]) -> list[Span]:
