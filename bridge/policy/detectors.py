@@ -572,18 +572,17 @@ class _Together:
 
     __slots__ = ("exact", "find", "members")
 
-    def __init__(self, detectors: Sequence[Detector], members: tuple[int, ...]) -> None:
+    def __init__(
+        self, detectors: Sequence[Detector], members: tuple[int, ...], lookalikes: bool
+    ) -> None:
         self.members = members
         chosen = [detectors[index].scan_pattern for index in members]
-        # Not beside a policy's own patterns: a custom detector may look for exactly what a
-        # look-alike would read past (dates of birth).
-        builtin = all(detectors[index].builtin for index in members)
-        lookalikes = [lookalike.pattern for lookalike in LOOKALIKES] if builtin else []
+        read = [lookalike.pattern for lookalike in LOOKALIKES] if lookalikes else []
         self.find = _Pattern(
-            "|".join(f"(?:{pattern})" for pattern in lookalikes + chosen), _RE2_COMBINED_MEM
+            "|".join(f"(?:{pattern})" for pattern in read + chosen), _RE2_COMBINED_MEM
         )
         try:
-            self.exact = _compiled_set(chosen + lookalikes, re2._Anchor.ANCHOR_BOTH)
+            self.exact = _compiled_set(chosen + read, re2._Anchor.ANCHOR_BOTH)
         except re2.error:
             raise ValueError(
                 f"the detectors {', '.join(detectors[index].name for index in members)} "
@@ -611,6 +610,7 @@ class DetectorSet:
     _index: dict[str, int] = field(init=False, repr=False)
     _default_order: tuple[str, ...] = field(init=False, repr=False)
     _combined: dict[tuple[str, ...], _Together] = field(init=False, repr=False)
+    _lookalikes: _Pattern | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         try:
@@ -627,6 +627,14 @@ class DetectorSet:
             d.name for d in self.detectors if d.builtin
         )
         self._combined = {}
+        # Look-alikes are read whole only where every detector is a built-in one: a policy's
+        # own pattern may look for exactly such a token (dates of birth). One rule for the
+        # set, so masks and the leak guard of a policy agree on what a look-alike hides.
+        self._lookalikes = (
+            _Pattern("|".join(f"(?:{lookalike.pattern})" for lookalike in LOOKALIKES))
+            if all(detector.builtin for detector in self.detectors)
+            else None
+        )
 
     @classmethod
     def of(cls, detectors: Iterable[Detector]) -> DetectorSet:
@@ -642,19 +650,44 @@ class DetectorSet:
         Text is read through its normalised view; bytes are scanned as they are (the leak guard
         builds its own reading of serialised JSON first). With ``stop_unless``, returns as soon
         as one class outside it is confirmed (the leak guard needs only the first forbidden one).
+        Every detector looks on its own (a permitted value never hides a forbidden one inside
+        it); a value wholly inside a look-alike token is not counted, as masks read it past too.
         """
         data = reading(text).encode() if isinstance(text, str) else text
         hits = self._set.Match(data)
         if not hits:
             return []
+        tokens = self._lookalike_tokens(data)
         found: list[str] = []
         for index in sorted(hits):
             detector = self.detectors[index]
-            if next(self._found(index, data), None) is not None:
+            values = self._found(index, data)
+            if tokens:
+                values = (value for value in values if not _inside(value, tokens))
+            if next(values, None) is not None:
                 found.append(detector.name)
                 if stop_unless is not None and detector.name not in stop_unless:
                     break
         return found
+
+    def _lookalike_tokens(self, data: bytes) -> list[tuple[int, int]]:
+        """The look-alike tokens in ``data`` (where this set reads them), as (start, end)."""
+        if self._lookalikes is None:
+            return []
+        tokens: list[tuple[int, int]] = []
+        position = 0
+        while position < len(data):
+            start, stop = self._lookalikes.search(data, position)
+            if start < 0:
+                break
+            for lookalike in LOOKALIKES:
+                end = lookalike.end(data, start, stop)
+                if end >= 0:
+                    tokens.append((start, end))
+                    stop = end
+                    break
+            position = max(stop, start + 1)
+        return tokens
 
     def _found(
         self,
@@ -725,7 +758,11 @@ class DetectorSet:
             unknown = [name for name in order if name not in self._index]
             if unknown or not order:
                 raise ValueError(f"no detectors named {unknown or list(order)}")
-            cached = _Together(self.detectors, tuple(self._index[name] for name in order))
+            cached = _Together(
+                self.detectors,
+                tuple(self._index[name] for name in order),
+                self._lookalikes is not None,
+            )
             self._combined[order] = cached
         return cached
 
@@ -818,6 +855,12 @@ class DetectorSet:
                     (start, end, rank) for start, end in self._found(index, data, known, begin)
                 )
         return found
+
+
+def _inside(value: tuple[int, int], tokens: list[tuple[int, int]]) -> bool:
+    """Whether ``value`` lies wholly inside one of the look-alike ``tokens``."""
+    start, end = value
+    return any(begin <= start and end <= finish for begin, finish in tokens)
 
 
 _DIGIT = re.compile(rb"[0-9]")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import random
 import uuid
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks import identifiers as gen
 from bridge.policy.detectors import BUILTIN_DETECTORS, DetectorSet, custom_detector
+from bridge.policy.leakguard import LeakGuard
 from bridge.policy.lookalikes import gs1_valid, isbn10_valid
 
 SCANNER = DetectorSet.of(BUILTIN_DETECTORS.values())
@@ -146,6 +148,39 @@ def test_look_alikes_do_not_hide_what_a_policy_looks_for() -> None:
     assert [(text[s.start : s.end], s.detector) for s in scanner.spans(text)] == [
         ("12.05.1990", "date_of_birth")
     ]
+    assert scanner.classes_in(text) == ["date_of_birth"]
+
+
+# The last group of this UUID holds "9739195203", a valid bare phone number in some plans.
+UUID_WITH_A_NUMBER = "Ticket 0fa3ce46-4ee0-47a6-a129-dc9739195203 closed"
+
+
+def test_masks_and_the_leak_guard_agree_on_a_look_alike() -> None:
+    """What a mask reads past, the leak guard does not stop: a UUID holding a phone-shaped run
+    is left whole and the message is not denied for it. A policy with its own detectors reads
+    no look-alikes: there both find the number, so the mask removes it and the guard passes the
+    masked output."""
+    output = orjson.dumps({"notes": UUID_WITH_A_NUMBER})
+    assert SCANNER.spans(UUID_WITH_A_NUMBER, ("phone",)) == []
+    assert SCANNER.classes_in(UUID_WITH_A_NUMBER) == []
+    assert LeakGuard(SCANNER).first_unpermitted(output, frozenset()) is None
+
+    custom = DetectorSet.of([*BUILTIN_DETECTORS.values(), custom_detector("adj", r"ADJ-\d{6}")])
+    assert [s.detector for s in custom.spans(UUID_WITH_A_NUMBER, ("phone",))] == ["phone"]
+    assert custom.classes_in(UUID_WITH_A_NUMBER) == ["phone"]
+    assert LeakGuard(custom).first_unpermitted(output, frozenset()) == "phone"
+
+
+def test_the_leak_guard_still_sees_a_value_beside_or_over_a_look_alike() -> None:
+    """Only values wholly inside a token are read past: one that starts inside and runs on, or
+    sits next to it, is still stopped."""
+    guard = LeakGuard(SCANNER)
+    for text in (
+        "id fe9793cf-d541-43b8-828b-e5ddfa5e060f@x.io",
+        "EAN 4006381333931 SSN 536-22-8751",
+        "08.07.1997 15:20, card 4111 1111 1111 1111",
+    ):
+        assert guard.first_unpermitted(orjson.dumps({"n": text}), frozenset()) is not None
 
 
 @pytest.mark.parametrize(
