@@ -680,13 +680,11 @@ class DetectorSet:
             start, stop = self._lookalikes.search(data, position)
             if start < 0:
                 break
-            for lookalike in LOOKALIKES:
-                end = lookalike.end(data, start, stop)
-                if end >= 0:
-                    tokens.append((start, end))
-                    stop = end
-                    break
-            position = max(stop, start + 1)
+            ends = (lookalike.end(data, start, stop) for lookalike in LOOKALIKES)
+            end = next((end for end in ends if end >= 0), -1)
+            if end >= 0:
+                tokens.append((start, end))
+            position = max(end, start + 1)  # past a token, or one on from one that failed
         return tokens
 
     def _found(
@@ -791,10 +789,10 @@ class DetectorSet:
             if hit and hit[0][2] > 0 and hit[0][0] > start:
                 # The winner took the character before the value (RE2 has no lookbehind), so a
                 # detector listed earlier that matches the value itself lost the leftmost race
-                # by one character: it names the span.
-                # (From the winner's start, or else from the value's: "no.001-01-0001" is an
-                # SSN after its "." and "see 943 476 5919" a custom detector's after "see ".)
-                # A digit-bounded pattern reads the character after the value too.
+                # by one character: it names the span. Looked for from the winner's start, then
+                # from the value's ("no.001-01-0001" is an SSN after its "."; "see 943 476 5919"
+                # a custom detector's after "see "), and one character on, which a
+                # digit-bounded pattern reads after its value.
                 better = self.together(order[: hit[0][2]])
                 for origin in (start, hit[0][0]):
                     begin, finish = better.find.search_within(data, origin, min(end, stop + 1))

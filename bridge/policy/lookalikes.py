@@ -45,7 +45,10 @@ class Lookalike(NamedTuple):
         return -1 if _EMAIL_TAIL.match(data, end) is not None else end
 
 
-_EMAIL_TAIL = re.compile(rb"[A-Za-z0-9._%+\-]*@")
+# An e-mail address running on: "@" within the 64 characters a local part may have, or a run
+# longer than that (undecided: not read whole). Bounded, so a text of look-alikes joined by
+# such characters costs linear time, not a scan to its end after each one.
+_EMAIL_TAIL = re.compile(rb"[A-Za-z0-9._%+\-]{0,64}@|[A-Za-z0-9._%+\-]{65}")
 
 
 def gs1_valid(digits: bytes) -> bool:
