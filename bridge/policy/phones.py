@@ -23,6 +23,7 @@ _VALUE_START = re.compile(rb"[+(0-9]")
 _DATE_SHAPES = re.compile(rb"\d{4}[-/. ]\d{2}[-/. ]\d{2}|\d{2}[-/. ]\d{2}[-/. ]\d{4}")
 _ZIP4 = re.compile(rb"\d{5}-\d{4}$")
 _LABEL = re.compile(rb"(?i)(?:phone|telephone|tel|mobile|mob|cell|fax|whatsapp|call)\W{0,4}$")
+_GROUP_BREAK = re.compile(rb"[ ./\-]+(?=[0-9(])")
 _EXTENSION = re.compile(rb"(?i)\s?(?:x|ext\.?|extension)\s?\d{1,6}$")
 
 
@@ -59,6 +60,14 @@ def confirm_phone_number(
     extension = _EXTENSION.search(text)
     number = text[: extension.start()] if extension is not None else text
     digits = number.translate(None, b" ()-./+\t")
+    if len(digits) > 15 and extension is None:
+        # More digits than any number has: the groups after it belong to something else
+        # ("+49 30 6604 8764 2018"); the longest run of whole groups that is a number is one.
+        for cut in reversed([m.start() for m in _GROUP_BREAK.finditer(number)]):
+            shorter = confirm_phone_number(data, start, start + cut, regions)
+            if shorter:
+                return shorter
+        return []
     if not 8 <= len(digits) <= 15 or not digits.isdigit():
         return []
     if text[0] != 0x2B and _DATE_SHAPES.match(text) is not None:

@@ -173,3 +173,21 @@ def test_spans_of_non_ascii_text_are_in_characters() -> None:
     text = "Grüße an jane@example.de"
     (span,) = ALL.spans(text, ("email",))
     assert text[span.start : span.end] == "jane@example.de"
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("x +49 30 6604 8764 2018 y", "+49 30 6604 8764"),
+        ("call +44 20 7946 0958 20.05.2018 22:51", "+44 20 7946 0958"),
+        ("+1 415 555 2671 4111 2222 3333 ok", "+1 415 555 2671"),
+    ],
+)
+def test_a_phone_number_followed_by_more_digit_groups_is_found(text: str, number: str) -> None:
+    """More digits than any number has: the groups after it are something else, and the number
+    is the longest run of whole groups before them (all of it was missed before)."""
+    spans = DetectorSet.of(BUILTIN_DETECTORS.values()).spans(text)
+    start = text.index(number)
+    assert any(
+        s.detector == "phone" and s.start <= start and s.end >= start + len(number) for s in spans
+    ), [(text[s.start : s.end], s.detector) for s in spans]
