@@ -715,9 +715,13 @@ class DetectorSet:
             if confirmed is None:
                 confirmed = confirm(data, start, stop)
             yield from confirmed
-            # A refused candidate of bounded length may overlap a real value starting inside it.
-            retry = not confirmed and detector.bounded
-            position = start + 1 if retry else max(stop, start + 1)
+            # A refused candidate of bounded length may overlap a real value starting inside it,
+            # and one confirmed in part may hold another after the value.
+            if detector.bounded:
+                position = confirmed[-1][1] if confirmed else start + 1
+                position = max(position, start + 1)
+            else:
+                position = max(stop, start + 1)
 
     def spans(self, text: str, only: tuple[str, ...] | None = None) -> list[Span]:
         """Confirmed hits in ``text`` (of the detectors in ``only``, or all), sorted, merged.

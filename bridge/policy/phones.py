@@ -60,9 +60,10 @@ def confirm_phone_number(
     extension = _EXTENSION.search(text)
     number = text[: extension.start()] if extension is not None else text
     digits = number.translate(None, b" ()-./+\t")
-    if len(digits) > 15 and extension is None:
-        # More digits than any number has: the groups after it belong to something else
-        # ("+49 30 6604 8764 2018"); the longest run of whole groups that is a number is one.
+    if len(digits) > 15 and extension is None and (text[0] == 0x2B or text.startswith(b"00")):
+        # More digits than any number has, after a country code: the groups after the number
+        # belong to something else ("+49 30 6604 8764 2018"); the longest run of whole groups
+        # that is a number is one. (A national number is found again one character on.)
         for cut in reversed([m.start() for m in _GROUP_BREAK.finditer(number)]):
             shorter = confirm_phone_number(data, start, start + cut, regions)
             if shorter:
