@@ -18,6 +18,7 @@ Custom patterns from a policy go through the same engine, so none of them can ha
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -661,10 +662,7 @@ class DetectorSet:
         found: list[str] = []
         for index in sorted(hits):
             detector = self.detectors[index]
-            values = self._found(index, data)
-            if tokens:
-                values = (value for value in values if not _inside(value, tokens))
-            if next(values, None) is not None:
+            if next(self._found(index, data, tokens=tokens), None) is not None:
                 found.append(detector.name)
                 if stop_unless is not None and detector.name not in stop_unless:
                     break
@@ -693,9 +691,11 @@ class DetectorSet:
         data: bytes,
         known: dict[tuple[int, int, int], Found] | None = None,
         begin: int = 0,
+        tokens: list[tuple[int, int]] | None = None,
     ) -> Iterator[tuple[int, int]]:
         """Each confirmed value of one detector in ``data``, left to right (``known``: the
-        candidates already confirmed or refused on this text, by detector and span)."""
+        candidates already confirmed or refused on this text, by detector and span; a
+        candidate wholly inside one of the look-alike ``tokens`` is passed over unchecked)."""
         detector = self.detectors[index]
         confirm = detector.confirm
         pattern = self._patterns[index]
@@ -706,6 +706,9 @@ class DetectorSet:
             if start < 0:
                 return
             stop = detector.value_end(data, start, stop)
+            if tokens and _inside((start, stop), tokens):
+                position = max(stop, start + 1)
+                continue
             if confirm is None:
                 yield start, stop
                 position = stop if stop > start else stop + 1
@@ -860,9 +863,14 @@ class DetectorSet:
 
 
 def _inside(value: tuple[int, int], tokens: list[tuple[int, int]]) -> bool:
-    """Whether ``value`` lies wholly inside one of the look-alike ``tokens``."""
+    """Whether ``value`` lies wholly inside one of the look-alike ``tokens`` (sorted and
+    disjoint, as the scan finds them: a binary search, so many of each cost n log n)."""
     start, end = value
-    return any(begin <= start and end <= finish for begin, finish in tokens)
+    at = bisect.bisect_right(tokens, (start, _AFTER_ANY)) - 1
+    return at >= 0 and end <= tokens[at][1]
+
+
+_AFTER_ANY = 1 << 62
 
 
 _DIGIT = re.compile(rb"[0-9]")
