@@ -18,7 +18,6 @@ Custom patterns from a policy go through the same engine, so none of them can ha
 
 from __future__ import annotations
 
-import bisect
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -658,32 +657,38 @@ class DetectorSet:
         hits = self._set.Match(data)
         if not hits:
             return []
-        tokens = self._lookalike_tokens(data)
+        # Look-alike tokens checked so far (start -> end, -1 for none), shared by the detectors.
+        lookalikes: dict[int, int] | None = {} if self._lookalikes is not None else None
         found: list[str] = []
         for index in sorted(hits):
             detector = self.detectors[index]
-            if next(self._found(index, data, tokens=tokens), None) is not None:
+            if next(self._found(index, data, lookalikes=lookalikes), None) is not None:
                 found.append(detector.name)
                 if stop_unless is not None and detector.name not in stop_unless:
                     break
         return found
 
-    def _lookalike_tokens(self, data: bytes) -> list[tuple[int, int]]:
-        """The look-alike tokens in ``data`` (where this set reads them), as (start, end)."""
+    def _in_lookalike(self, data: bytes, start: int, stop: int, seen: dict[int, int]) -> bool:
+        """Whether ``data[start:stop]`` lies wholly inside a look-alike token (where this set
+        reads them; ``seen``: the tokens checked so far on this text). Only the text around it
+        is searched: a token is at most ``_LOOKALIKE_REACH`` long, so each candidate costs a
+        bounded search, not the text's."""
         if self._lookalikes is None:
-            return []
-        tokens: list[tuple[int, int]] = []
-        position = 0
-        while position < len(data):
-            start, stop = self._lookalikes.search(data, position)
-            if start < 0:
-                break
-            ends = (lookalike.end(data, start, stop) for lookalike in LOOKALIKES)
-            end = next((end for end in ends if end >= 0), -1)
-            if end >= 0:
-                tokens.append((start, end))
-            position = max(end, start + 1)  # past a token, or one on from one that failed
-        return tokens
+            return False
+        position = max(0, start - _LOOKALIKE_REACH)
+        window_end = min(len(data), stop + _LOOKALIKE_REACH)
+        while position <= start:
+            begin, finish = self._lookalikes.search_within(data, position, window_end)
+            if begin < 0 or begin > start:
+                return False
+            end = seen.get(begin)
+            if end is None:
+                ends = (lookalike.end(data, begin, finish) for lookalike in LOOKALIKES)
+                end = seen[begin] = next((end for end in ends if end >= 0), -1)
+            if end >= stop:
+                return True
+            position = max(end, begin + 1)  # past a token, or one on from one that failed
+        return False
 
     def _found(
         self,
@@ -691,11 +696,12 @@ class DetectorSet:
         data: bytes,
         known: dict[tuple[int, int, int], Found] | None = None,
         begin: int = 0,
-        tokens: list[tuple[int, int]] | None = None,
+        lookalikes: dict[int, int] | None = None,
     ) -> Iterator[tuple[int, int]]:
         """Each confirmed value of one detector in ``data``, left to right (``known``: the
-        candidates already confirmed or refused on this text, by detector and span; a
-        candidate wholly inside one of the look-alike ``tokens`` is passed over unchecked)."""
+        candidates already confirmed or refused on this text, by detector and span; with
+        ``lookalikes``, the look-alike tokens seen so far, a candidate wholly inside one is
+        passed over unchecked, as masks read it past too)."""
         detector = self.detectors[index]
         confirm = detector.confirm
         pattern = self._patterns[index]
@@ -706,7 +712,7 @@ class DetectorSet:
             if start < 0:
                 return
             stop = detector.value_end(data, start, stop)
-            if tokens and _inside((start, stop), tokens):
+            if lookalikes is not None and self._in_lookalike(data, start, stop, lookalikes):
                 position = max(stop, start + 1)
                 continue
             if confirm is None:
@@ -862,15 +868,9 @@ class DetectorSet:
         return found
 
 
-def _inside(value: tuple[int, int], tokens: list[tuple[int, int]]) -> bool:
-    """Whether ``value`` lies wholly inside one of the look-alike ``tokens`` (sorted and
-    disjoint, as the scan finds them: a binary search, so many of each cost n log n)."""
-    start, end = value
-    at = bisect.bisect_right(tokens, (start, _AFTER_ANY)) - 1
-    return at >= 0 and end <= tokens[at][1]
-
-
-_AFTER_ANY = 1 << 62
+# The longest a look-alike token runs (a labelled ISBN-13 with its separators, and what the
+# pattern reads around it), so the one holding a candidate starts within this many bytes before.
+_LOOKALIKE_REACH = 64
 
 
 _DIGIT = re.compile(rb"[0-9]")
