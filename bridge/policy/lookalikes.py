@@ -33,7 +33,8 @@ class Lookalike(NamedTuple):
     pattern: str
     """RE2: the token, the character before it, and what may follow it (``_END``)."""
     token: Callable[[bytes], int]
-    """Where the token ends in what the pattern matched, or -1 when it fails its rule."""
+    """Where the token ends in what the pattern matched, or -1 when it fails its rule (each
+    reads its token from the start of the match, so none takes another's for its own)."""
 
     def end(self, data: bytes, start: int, stop: int) -> int:
         """The end of the harmless token read at ``data[start:stop]``, or -1: not one (it
@@ -88,9 +89,14 @@ _DATE = re.compile(
 )
 
 
+def _after_start(text: bytes) -> int:
+    """Where the token starts in what its pattern matched: past the character before it."""
+    return 0 if text[:1].isalnum() else 1
+
+
 def _date(text: bytes) -> int:
     """A calendar date (day and month in either order, or ISO), and a clock time if any."""
-    found = _DATE.search(text)
+    found = _DATE.match(text, _after_start(text))
     if found is None:
         return -1
     first, second, third, hours, minutes, seconds = found.groups()
@@ -111,7 +117,7 @@ _UUID = re.compile(rb"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4
 
 
 def _uuid(text: bytes) -> int:
-    found = _UUID.search(text)
+    found = _UUID.match(text, _after_start(text))
     return found.end() if found is not None else -1
 
 

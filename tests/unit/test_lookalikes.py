@@ -77,6 +77,15 @@ def test_a_look_alike_failing_its_rule_is_scanned_as_before() -> None:
     assert refused_at("on 31.31.1997 15:20") >= 0
 
 
+def test_each_look_alike_reads_only_its_own_token_from_where_it_starts() -> None:
+    samples = [b"EAN 4006381333931", b" 12.05.1990 10:17", b" fe9793cf-d541-43b8-828b-e5ddfa5e060f"]
+    for kind, lookalike in enumerate(LOOKALIKES):
+        for sample, text in enumerate(samples):
+            assert lookalike.token(text) == (len(text) if sample == kind else -1)
+    # A date later in the text is not this token's.
+    assert LOOKALIKES[1].token(b" x 12.05.1990") == -1
+
+
 SEPARATORS = [" ", ", ", ". ", "-", "/", " - ", "\n", "; ", ": "]
 VALUES = {  # a generator, and the words a value of its kind needs before it
     "us_ssn": (gen.us_ssn, ""),
