@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from typing import Any
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks import identifiers as gen
+from bridge.policy.candidates import digit_at
 from bridge.policy.detectors import BUILTIN_DETECTORS, DetectorSet, custom_detector
 from bridge.policy.leakguard import LeakGuard
 from bridge.policy.lookalikes import LOOKALIKES, gs1_valid, isbn10_valid
@@ -249,3 +251,30 @@ def test_a_run_longer_than_a_fixed_length_id_is_no_candidate_of_it() -> None:
     tax_id = gen.de_tax_id(random.Random(7))
     assert found(f"Steuer-ID {tax_id}.") == [(tax_id, "de_tax_id")]
     assert found(f"Steuer-ID {tax_id}") == [(tax_id, "de_tax_id")]
+
+
+@pytest.mark.parametrize(
+    ("name", "generate"),
+    [
+        ("us_ssn", gen.us_ssn),
+        ("fr_nir", gen.fr_nir),
+        ("de_tax_id", gen.de_tax_id),
+        ("uk_nhs", gen.uk_nhs),
+        ("nl_bsn", gen.nl_bsn),
+        ("se_personnummer", gen.se_personnummer),
+        ("ipv4", lambda rng: f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 9)}"),
+    ],
+)
+def test_a_fixed_length_id_running_on_into_digits_is_no_candidate(name: str, generate: Any) -> None:
+    """Each digit-bounded detector on its own: whatever its pattern offers in a value with more
+    digits after it, no candidate runs on into a digit (none is there only to be refused)."""
+    pattern = DetectorSet.of([BUILTIN_DETECTORS[name]])._patterns[0]
+    detector = BUILTIN_DETECTORS[name]
+    for seed in range(20):
+        value = generate(random.Random(seed))
+        data = f"id {value}000 ok".encode()
+        position = 0
+        while (found := pattern.search(data, position))[0] >= 0:
+            start, stop = found
+            assert not digit_at(data, detector.value_end(data, start, stop)), data[start:stop]
+            position = start + 1
