@@ -17,6 +17,7 @@ Phone numbers are planted only where libphonenumber says they are valid in their
 from __future__ import annotations
 
 import argparse
+import datetime
 import random
 import re
 import time
@@ -79,14 +80,22 @@ class Note:
     planted: list[tuple[int, int, str]] = field(default_factory=list)
 
 
+# Faker's dates and times end at "now" unless told: a fixed end keeps a seed's corpus the same.
+_UNTIL = datetime.datetime(2030, 1, 1)
+
+
 def _benign_sentence(rng: random.Random, fake: Faker) -> str:
-    isbn_body = "978" + ids.digits(rng, 9)
-    isbn_check = (10 - sum(int(c) * (3 if i % 2 else 1) for i, c in enumerate(isbn_body)) % 10) % 10
-    isbn = f"{isbn_body}{isbn_check}"
+    isbn = ids.isbn13(rng)
     choices = [
-        lambda: f"Meeting on {fake.date(pattern='%d.%m.%Y')} {fake.time(pattern='%H:%M')}.",
-        lambda: f"Due {fake.date(pattern='%m/%d/%Y')} {fake.time(pattern='%H:%M')} sharp.",
-        lambda: f"Filed {fake.date(pattern='%Y-%m-%d')} at {fake.time()}.",
+        lambda: (
+            f"Meeting on {fake.date(pattern='%d.%m.%Y', end_datetime=_UNTIL)} {fake.time(pattern='%H:%M', end_datetime=_UNTIL)}."
+        ),
+        lambda: (
+            f"Due {fake.date(pattern='%m/%d/%Y', end_datetime=_UNTIL)} {fake.time(pattern='%H:%M', end_datetime=_UNTIL)} sharp."
+        ),
+        lambda: (
+            f"Filed {fake.date(pattern='%Y-%m-%d', end_datetime=_UNTIL)} at {fake.time(end_datetime=_UNTIL)}."
+        ),
         lambda: f"Amount EUR {rng.randint(1, 99999):,}.{rng.randint(0, 99):02d} paid.",
         lambda: f"Order ORD-{rng.randint(2020, 2030)}-{ids.digits(rng, 6)} shipped.",
         lambda: f"Ship to {fake.postcode()} please.",

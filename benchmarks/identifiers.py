@@ -31,6 +31,13 @@ def digits(rng: random.Random, count: int) -> str:
     return "".join(rng.choice(string.digits) for _ in range(count))
 
 
+def isbn13(rng: random.Random) -> str:
+    """An ISBN-13 (978 prefix) with its GS1 check digit, ungrouped."""
+    body = "978" + digits(rng, 9)
+    check = (10 - sum(int(c) * (3 if i % 2 else 1) for i, c in enumerate(body)) % 10) % 10
+    return f"{body}{check}"
+
+
 # --- US social security numbers ---------------------------------------------------------
 
 

@@ -35,14 +35,8 @@ def refused_at(text: str) -> int:
     return SCANNER._scan_together(order, text.encode(), {})[1]
 
 
-def isbn13(rng: random.Random) -> str:
-    body = "978" + gen.digits(rng, 9)
-    check = (10 - sum(int(c) * (3 if i % 2 else 1) for i, c in enumerate(body)) % 10) % 10
-    return f"{body}{check}"
-
-
 def lookalikes(rng: random.Random) -> list[str]:
-    code = isbn13(rng)
+    code = gen.isbn13(rng)
     day, month, year = rng.randint(1, 28), rng.randint(1, 12), rng.randint(1950, 2049)
     return [
         f"ISBN {code[:3]}-{code[3]}-{code[4:7]}-{code[7:12]}-{code[12]}",
