@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from nats.aio.client import Client
@@ -66,10 +66,24 @@ from bridge.natsconnect import (
     shown_url,
 )
 from bridge.tracing import SpanKind
+from edge_agent import asks
+from edge_agent.asks import (
+    HEADER_ASK_ID,
+    HEADER_ASK_RECEIVED,
+    HEADER_ASK_UNKNOWN,
+    REPEATS_PREFIX,
+    AskMemory,
+    Remembered,
+    next_receipt_wait,
+    repeats_subject,
+)
 from edge_agent.errors import AgentError, Denied, HandlerFailed, TimedOut, Unavailable
 from edge_agent.heartbeat import Heartbeat
 
 log = logging.getLogger("edge_agent")
+
+#: The status NATS sends to a reply subject when nobody is subscribed to the ask's subject.
+NO_RESPONDERS: Final = "503"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +111,22 @@ class AgentStats:
     failed_attempts: int = 0
     dead_lettered: int = 0
     asked: int = 0
+    #: Asks sent again because this connection moved or no receipt came (edge_agent.asks).
+    asks_sent_again: int = 0
 
 
 @dataclass(slots=True)
 class _Waiting:
     future: asyncio.Future[Msg]
     capability: str
+    #: Set when this connection moved to another server (asks only: the answer may be lost).
+    wake: asyncio.Future[None] | None = None
+    #: The answering agent sent a receipt for this sending of the ask.
+    received: bool = False
+    #: Where the instance that sent a receipt takes repeats of the ask.
+    again_to: str | None = None
+    #: Set by a receipt, so the asker starts checking on the ask.
+    heard: asyncio.Future[None] | None = None
 
 
 def encode(payload: Any) -> bytes:
@@ -153,7 +177,10 @@ class Agent:
         self._slots = asyncio.Semaphore(max_concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._waiting: dict[str, _Waiting] = {}
+        self._asks = AskMemory()
+        self._receipting: set[str] = set()  # subjects whose agents send receipts
         self._inbox = ""
+        self._repeats = ""  # where this instance alone takes repeats of asks it received
         self._nc: Client | None = None
         self._heartbeat: Heartbeat | None = None
         self._stopped = asyncio.Event()
@@ -188,6 +215,15 @@ class Agent:
         self._last_nats_error = error_summary(error)
         log.warning("NATS %s: %s", shown_url(self.nats_url), self._last_nats_error)
 
+    async def _on_reconnected(self) -> None:
+        # Answers sent while this connection moved may be lost: waiting asks send again.
+        for waiting in self._waiting.values():
+            if waiting.wake is not None and not waiting.wake.done():
+                waiting.wake.set_result(None)
+        user_callback = self._connect_options.get("reconnected_cb")
+        if user_callback is not None:
+            await user_callback()
+
     # --- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -201,12 +237,14 @@ class Agent:
                 timeout=self.connect_timeout,
                 hint=AGENT_IDENTITY_HINT,
                 on_error=self._on_nats_error,
-                **self._connect_options,
+                **{**self._connect_options, "reconnected_cb": self._on_reconnected},
             )
         except NatsConnectError as error:
             raise Unavailable(shown_url(self.nats_url), str(error)) from None
         self._inbox = f"_INBOX.{self.name}.{uuid.uuid4().hex}"
         await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_answer)
+        self._repeats = f"{REPEATS_PREFIX}{self.name}.{uuid.uuid4().hex}"
+        self._subscriptions.append(await self._nc.subscribe(self._repeats, cb=self._on_repeat))
         for subject, handler in self._handlers.items():
             # Each subscription knows its handler: no subject matching of our own.
             serve = functools.partial(self._on_request, handler)
@@ -256,9 +294,20 @@ class Agent:
     # --- responding ------------------------------------------------------------------------
 
     async def _on_request(self, handler: Handler, message: Msg) -> None:
+        ask = _ask_key(message)
+        if ask is not None:
+            known = self._asks.take(ask)
+            if known is not None:  # a repeat: running still, or answered from memory
+                await self._tell_asker(message, known)
+                return
+            # A receipt at once, so the asker knows the ask arrived (see edge_agent.asks).
+            with contextlib.suppress(NatsError):
+                await self.nc.publish(
+                    message.reply, b"", headers={HEADER_ASK_RECEIVED: self._repeats}
+                )
         # The subscription delivers in order; run handlers concurrently, bounded.
         await self._slots.acquire()
-        task = asyncio.create_task(self._serve(handler, message))
+        task = asyncio.create_task(self._serve(handler, message, ask))
         self._running.add(task)
         task.add_done_callback(self._finished)
 
@@ -266,12 +315,52 @@ class Agent:
         self._running.discard(task)
         self._slots.release()
 
-    async def _serve(self, handler: Handler, message: Msg) -> None:
-        headers = dict(message.headers or {})
-        with tracing.span(f"handle {message.subject}", headers, kind=SpanKind.SERVER):
-            await self._serve_traced(handler, message, headers)
+    async def _on_repeat(self, message: Msg) -> None:
+        """A repeat of an ask sent to this instance alone (it sent the receipt)."""
+        ask = _ask_key(message)
+        if ask is not None:
+            await self._tell_asker(message, self._asks.known(ask))
 
-    async def _serve_traced(self, handler: Handler, message: Msg, headers: dict[str, str]) -> None:
+    async def _tell_asker(self, message: Msg, known: Remembered | None) -> None:
+        """The receipt again while the handler runs, its answer once it has run, or (not
+        known here) that the ask must go to its subject again."""
+        headers: dict[str, str] | None
+        if known is None:
+            data, headers = b"", {HEADER_ASK_UNKNOWN: "1"}
+        elif known.answer is None:
+            data, headers = b"", {HEADER_ASK_RECEIVED: self._repeats}
+        else:
+            data, headers = known.answer[0], known.answer[1]
+        with contextlib.suppress(NatsError):
+            await self.nc.publish(message.reply, data, headers=headers)
+
+    async def _serve(self, handler: Handler, message: Msg, ask: tuple[str, str] | None) -> None:
+        headers = dict(message.headers or {})
+        try:
+            with tracing.span(f"handle {message.subject}", headers, kind=SpanKind.SERVER):
+                await self._serve_traced(handler, message, headers, ask)
+        finally:
+            if ask is not None:
+                self._asks.dropped(ask)  # no-op once answered
+
+    async def _answer_ask(
+        self,
+        message: Msg,
+        ask: tuple[str, str] | None,
+        data: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if ask is not None:
+            self._asks.answered(ask, data, headers)
+        await self.nc.publish(message.reply, data, headers=headers)
+
+    async def _serve_traced(
+        self,
+        handler: Handler,
+        message: Msg,
+        headers: dict[str, str],
+        ask: tuple[str, str] | None,
+    ) -> None:
         error: BaseException | None = None
         for attempt in range(1, self.max_attempts + 1):
             request = Request(message.subject, message.data, headers, attempt)
@@ -294,13 +383,17 @@ class Agent:
                 continue
             self.stats.handled += 1
             if message.reply:
-                await self.nc.publish(message.reply, b"" if result is None else encode(result))
+                await self._answer_ask(message, ask, b"" if result is None else encode(result))
             return
         assert error is not None
-        await self._dead_letter(message, headers, error)
+        await self._dead_letter(message, headers, error, ask)
 
     async def _dead_letter(
-        self, message: Msg, headers: dict[str, str], error: BaseException
+        self,
+        message: Msg,
+        headers: dict[str, str],
+        error: BaseException,
+        ask: tuple[str, str] | None,
     ) -> None:
         self.stats.dead_lettered += 1
         text = error_summary(error)
@@ -313,7 +406,7 @@ class Agent:
         )
         await self.nc.publish(dead_letter_subject(self.name), message.data, headers=dead_headers)
         if message.reply:
-            await self.nc.publish(message.reply, b"", headers={HEADER_AGENT_ERROR: text})
+            await self._answer_ask(message, ask, b"", {HEADER_AGENT_ERROR: text})
         log.error(
             "message on %s dead-lettered after %d attempts", message.subject, self.max_attempts
         )
@@ -336,24 +429,76 @@ class Agent:
         self, subject: str, payload: Any, headers: dict[str, str] | None, timeout: float
     ) -> Any:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(timeout, self.failover_seconds)
-        pause = 0.1
-        while True:
-            try:
-                answer = await self.nc.request(
-                    subject, encode(payload), timeout=timeout, headers=headers
-                )
-                break
-            except NoRespondersError:
+        deadline = loop.time() + timeout
+        failover_deadline = loop.time() + min(timeout, self.failover_seconds)
+        token = uuid.uuid4().hex
+        reply, data = f"{self._inbox}.{token}", encode(payload)
+        sent_headers = {**(headers or {}), HEADER_ASK_ID: token}
+        waiting = _Waiting(loop.create_future(), subject)
+        self._waiting[token] = waiting
+        pause, receipt_wait = 0.1, asks.RECEIPT_WAIT
+        try:
+            while True:
+                to = waiting.again_to or subject
+                waiting.wake, waiting.received = loop.create_future(), False
+                await self.nc.publish(to, data, reply=reply, headers=sent_headers)
+                try:
+                    again = await self._answer_or_again(waiting, deadline, receipt_wait)
+                except TimeoutError:
+                    raise TimedOut(subject, timeout) from None
+                if again:
+                    if not waiting.received:
+                        receipt_wait = next_receipt_wait(receipt_wait)
+                    self.stats.asks_sent_again += 1
+                    log.debug("asking %s again (connection moved or no word)", subject)
+                    continue
+                answer = waiting.future.result()
+                answer_headers = answer.headers or {}
+                if HEADER_ASK_UNKNOWN in answer_headers:  # that instance forgot it
+                    waiting.again_to, waiting.future = None, loop.create_future()
+                    continue
+                if answer_headers.get("Status") != NO_RESPONDERS:
+                    return _answer(subject, answer)
+                waiting.future = loop.create_future()
+                if waiting.again_to is not None:  # the instance that had it is gone
+                    waiting.again_to = None
+                    continue
                 # Nobody listens right now; in a cluster the agent may be moving to another
                 # server. Try again until the failover time (within the timeout) runs out.
-                if loop.time() + pause > deadline:
-                    raise Unavailable(subject, "no agent serves this subject") from None
-            except (NatsTimeout, TimeoutError):
-                raise TimedOut(subject, timeout) from None
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
-        return _answer(subject, answer)
+                if loop.time() + pause > failover_deadline:
+                    raise Unavailable(subject, "no agent serves this subject")
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+        finally:
+            self._waiting.pop(token, None)
+
+    async def _answer_or_again(
+        self, waiting: _Waiting, deadline: float, receipt_wait: float
+    ) -> bool:
+        """Wait for the answer (False) or until the ask should be sent again (True): this
+        connection moved, or its answering agents send receipts and no word came in time."""
+        assert waiting.wake is not None
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        while not waiting.future.done():
+            if waiting.wake.done():
+                return True
+            now = loop.time()
+            if now >= deadline:
+                raise TimeoutError
+            until = deadline
+            if waiting.capability in self._receipting:
+                again = sent + (asks.CHECK_EVERY if waiting.received else receipt_wait)
+                if now >= again:
+                    return True
+                until = min(until, again)
+            waiting.heard = loop.create_future()
+            await asyncio.wait(
+                (waiting.future, waiting.wake, waiting.heard),
+                timeout=until - now,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        return False
 
     async def delegate(
         self, tasks: Mapping[str, tuple[str, Any]], *, timeout: float = 5.0
@@ -511,8 +656,19 @@ class Agent:
 
     async def _on_answer(self, message: Msg) -> None:
         waiting = self._waiting.get(message.subject.rsplit(".", 1)[-1])
-        if waiting is not None and not waiting.future.done():
-            waiting.future.set_result(message)
+        if waiting is None or waiting.future.done():
+            return
+        received = waiting.wake is not None and (message.headers or {}).get(HEADER_ASK_RECEIVED)
+        if received:  # an ask's receipt; its answer is still to come
+            # Repeats go only to an agent instance's own inbox, never to a subject a forged
+            # receipt names (the cloud's outbound subjects, a wildcard).
+            waiting.received = True
+            waiting.again_to = received if repeats_subject(received) else None
+            self._receipting.add(waiting.capability)
+            if waiting.heard is not None and not waiting.heard.done():
+                waiting.heard.set_result(None)
+            return
+        waiting.future.set_result(message)
 
 
 class DelegationFailed(AgentError):
@@ -524,6 +680,12 @@ class DelegationFailed(AgentError):
         super().__init__(
             f"{len(errors)} of {len(answers) + len(errors)} sub-tasks failed ({failed})"
         )
+
+
+def _ask_key(message: Msg) -> tuple[str, str] | None:
+    """An ask sent with an id (by this SDK's ``ask``): remembered by reply subject and id."""
+    ask_id = (message.headers or {}).get(HEADER_ASK_ID)
+    return (message.reply, ask_id) if ask_id and message.reply else None
 
 
 def _answer(subject: str, message: Msg) -> Any:

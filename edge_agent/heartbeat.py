@@ -73,6 +73,7 @@ class Heartbeat:
                 "failed_attempts": agent.stats.failed_attempts,
                 "dead_lettered": agent.stats.dead_lettered,
                 "asked": agent.stats.asked,
+                "asks_sent_again": agent.stats.asks_sent_again,
             }
         )
 

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import subprocess
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from bridge.edge.tokens import SPENT_TOKENS_BUCKET
 from bridge.runtime.streams import StreamConfigError
 from bridge.up.cluster import Cluster
 from bridge.up.ports import free_port
-from edge_agent import Agent
+from edge_agent import Agent, Request
 from tests.runtime.helpers import cloud_settings, spawn, stream_messages
 from tests.runtime.world import World
 
@@ -193,6 +194,41 @@ async def test_a_stream_grows_from_one_copy_to_three_with_messages_waiting(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dies", ["the asker's server", "the answering agent's server"])
+async def test_asks_in_flight_when_a_server_dies_are_answered_once(
+    cluster: Cluster, dies: str
+) -> None:
+    """Agent to agent on a cluster: a request or an answer passing through a server as it dies
+    is lost (core NATS keeps nothing); the asker sends it again and the answering agent runs it
+    once. Each agent is on its own server first; one of the two servers is killed mid-flow."""
+    runs: Counter[int] = Counter()
+    victim, other, spare = cluster.urls
+    asker_first, answerer_first = (
+        (victim, other) if dies.startswith("the asker") else (other, victim)
+    )
+    pinned = {"dont_randomize": True}  # each agent on its first server until that one dies
+    answerer = Agent("echo", nats_url=f"{answerer_first},{spare}", connect=pinned)
+
+    @answerer.handle("work.echo")
+    async def echo(request: Request) -> int:
+        number: int = request.json()
+        runs[number] += 1
+        await asyncio.sleep(0.02)
+        return number
+
+    asker = Agent("desk", nats_url=f"{asker_first},{spare}", connect=pinned)
+    async with answerer, asker:
+        asked = []
+        for number in range(400):
+            asked.append(asyncio.create_task(asker.ask("work.echo", number, timeout=60)))
+            if number == 200:
+                next(server for server in cluster.servers if server.url == victim).kill()
+            await asyncio.sleep(0.005)
+        answers = await asyncio.gather(*asked)
+    assert answers == list(range(400))
+    assert set(runs.values()) == {1}, "an ask ran twice"
+
+
 async def test_every_request_is_answered_while_the_server_leading_rb_in_is_killed(
     world: World, tmp_path: Path
 ) -> None:
