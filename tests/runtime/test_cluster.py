@@ -193,7 +193,6 @@ async def test_a_stream_grows_from_one_copy_to_three_with_messages_waiting(
         await connection.close()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("dies", ["the asker's server", "the answering agent's server"])
 async def test_asks_in_flight_when_a_server_dies_are_answered_once(
     cluster: Cluster, dies: str
@@ -229,6 +228,7 @@ async def test_asks_in_flight_when_a_server_dies_are_answered_once(
     assert set(runs.values()) == {1}, "an ask ran twice"
 
 
+@pytest.mark.slow
 async def test_every_request_is_answered_while_the_server_leading_rb_in_is_killed(
     world: World, tmp_path: Path
 ) -> None:
