@@ -71,6 +71,7 @@ from edge_agent.asks import (
     HEADER_ASK_ID,
     HEADER_ASK_RECEIVED,
     HEADER_ASK_UNKNOWN,
+    MAX_ASK_ID,
     REPEATS_PREFIX,
     AskMemory,
     Remembered,
@@ -685,7 +686,9 @@ class DelegationFailed(AgentError):
 def _ask_key(message: Msg) -> tuple[str, str] | None:
     """An ask sent with an id (by this SDK's ``ask``): remembered by reply subject and id."""
     ask_id = (message.headers or {}).get(HEADER_ASK_ID)
-    return (message.reply, ask_id) if ask_id and message.reply else None
+    if not ask_id or not message.reply or len(ask_id) > MAX_ASK_ID:
+        return None
+    return (message.reply, ask_id)
 
 
 def _answer(subject: str, message: Msg) -> Any:

@@ -38,6 +38,9 @@ HEADER_ASK_RECEIVED: Final = "Rb-Ask-Received"
 #: answering): the asker sends the ask to its subject again.
 HEADER_ASK_UNKNOWN: Final = "Rb-Ask-Unknown"
 
+#: Longer ids are not this SDK's (32 hex digits): such a request is served as a plain one.
+MAX_ASK_ID: Final = 64
+
 #: An agent instance takes repeats of the asks it received on ``_INBOX.<agent>.<32 hex>``.
 REPEATS_PREFIX: Final = "_INBOX."
 _REPEATS = re.compile(r"_INBOX\.[^.*>\s]+\.[0-9a-f]{32}")
@@ -96,7 +99,8 @@ class AskMemory:
         """The ask was answered with ``data`` and ``headers``: a repeat gets the same."""
         if self._running.pop(key, None) is None:
             return
-        size = len(data) + sum(len(k) + len(v) for k, v in (headers or {}).items())
+        size = sum(map(len, key)) + len(data)
+        size += sum(len(name) + len(value) for name, value in (headers or {}).items())
         self._answered[key] = Remembered((data, headers), self._clock(), size)
         self._bytes += size
         self._forget_old()

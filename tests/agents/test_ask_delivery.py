@@ -224,3 +224,28 @@ async def test_a_forged_receipt_cannot_send_an_ask_elsewhere(
         assert (got, leaked) == (2, [])
     finally:
         await raw.close()
+
+
+async def test_an_ask_id_longer_than_the_sdk_makes_is_served_as_a_plain_request(
+    nats_server: NatsServer,
+) -> None:
+    """Ids are the asker's to choose, but not its to grow the memory with: a long one is served
+    each time, with no receipt and nothing remembered."""
+    runs = 0
+    agent = Agent("echo", nats_url=nats_server.url)
+
+    @agent.handle("work.echo")
+    async def echo(request: Request) -> int:
+        nonlocal runs
+        runs += 1
+        return runs
+
+    async with agent:
+        raw = await nats.connect(nats_server.url)
+        try:
+            long_id = {HEADER_ASK_ID: "x" * 65}
+            for expected in (1, 2):
+                answer = await raw.request("work.echo", b"{}", timeout=20, headers=long_id)
+                assert (orjson.loads(answer.data), answer.headers) == (expected, None)
+        finally:
+            await raw.close()

@@ -55,6 +55,9 @@ def test_answers_are_bounded_in_number_and_bytes_but_running_asks_are_kept() -> 
     memory.take(("r", "big"))
     memory.answered(("r", "big"), b"x" * 2000, None)  # alone over the bound: not kept
     assert memory.known(("r", "big")) is None
+    memory.take(("r" * 2000, "long reply subject"))  # the key counts too
+    memory.answered(("r" * 2000, "long reply subject"), b"", None)
+    assert memory.known(("r" * 2000, "long reply subject")) is None
     assert memory.known(("r", "running")) is not None  # never forgotten while it runs
 
 
