@@ -68,6 +68,7 @@ from bridge.natsconnect import (
 from bridge.tracing import SpanKind
 from edge_agent import asks
 from edge_agent.asks import (
+    HEADER_ASK_ANSWERED,
     HEADER_ASK_ID,
     HEADER_ASK_RECEIVED,
     HEADER_ASK_UNKNOWN,
@@ -120,14 +121,20 @@ class AgentStats:
 class _Waiting:
     future: asyncio.Future[Msg]
     capability: str
-    #: Set when this connection moved to another server (asks only: the answer may be lost).
-    wake: asyncio.Future[None] | None = None
+    #: An ask (not an ``ask_cloud``): it takes receipts and is sent again (edge_agent.asks).
+    ask: bool = False
+    #: This connection moved to another server since the ask was sent: its answer may be lost.
+    moved: bool = False
     #: The answering agent sent a receipt for this sending of the ask.
     received: bool = False
     #: Where the instance that sent a receipt takes repeats of the ask.
     again_to: str | None = None
-    #: Set by a receipt, so the asker starts checking on the ask.
-    heard: asyncio.Future[None] | None = None
+    #: What the asker waits on: set by the answer, a move, a first receipt, or its timer.
+    signal: asyncio.Future[None] | None = None
+
+    def poke(self) -> None:
+        if self.signal is not None and not self.signal.done():
+            self.signal.set_result(None)
 
 
 def encode(payload: Any) -> bytes:
@@ -182,6 +189,7 @@ class Agent:
         self._receipting: set[str] = set()  # subjects whose agents send receipts
         self._inbox = ""
         self._repeats = ""  # where this instance alone takes repeats of asks it received
+        self._receipts_sending: set[asyncio.Future[None]] = set()
         self._nc: Client | None = None
         self._heartbeat: Heartbeat | None = None
         self._stopped = asyncio.Event()
@@ -219,8 +227,9 @@ class Agent:
     async def _on_reconnected(self) -> None:
         # Answers sent while this connection moved may be lost: waiting asks send again.
         for waiting in self._waiting.values():
-            if waiting.wake is not None and not waiting.wake.done():
-                waiting.wake.set_result(None)
+            if waiting.ask:
+                waiting.moved = True
+                waiting.poke()
         user_callback = self._connect_options.get("reconnected_cb")
         if user_callback is not None:
             await user_callback()
@@ -271,6 +280,7 @@ class Agent:
             await self._heartbeat.stop()
         for waiting in self._waiting.values():
             waiting.future.cancel()
+            waiting.poke()
         with contextlib.suppress(NatsError, OSError):
             await self._nc.drain()
         self._nc = None
@@ -301,11 +311,11 @@ class Agent:
             if known is not None:  # a repeat: running still, or answered from memory
                 await self._tell_asker(message, known)
                 return
-            # A receipt at once, so the asker knows the ask arrived (see edge_agent.asks).
-            with contextlib.suppress(NatsError):
-                await self.nc.publish(
-                    message.reply, b"", headers={HEADER_ASK_RECEIVED: self._repeats}
-                )
+            # A receipt if the handler is still at it shortly, so the asker knows the ask
+            # arrived (see edge_agent.asks); a quick answer says so itself.
+            asyncio.get_running_loop().call_later(
+                asks.RECEIPT_AFTER, self._receipt_if_running, message.reply, ask
+            )
         # The subscription delivers in order; run handlers concurrently, bounded.
         await self._slots.acquire()
         task = asyncio.create_task(self._serve(handler, message, ask))
@@ -315,6 +325,18 @@ class Agent:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self._slots.release()
+
+    def _receipt_if_running(self, reply: str, ask: tuple[str, str]) -> None:
+        known = self._asks.known(ask)
+        if known is not None and known.answer is None and self._nc is not None:
+            receipt = self._nc.publish(reply, b"", headers={HEADER_ASK_RECEIVED: self._repeats})
+            self._receipts_sending.add(task := asyncio.ensure_future(receipt))
+            task.add_done_callback(self._receipt_sent)
+
+    def _receipt_sent(self, task: asyncio.Future[None]) -> None:
+        self._receipts_sending.discard(task)
+        if not task.cancelled():
+            task.exception()  # a lost receipt is a repeat later, nothing worse
 
     async def _on_repeat(self, message: Msg) -> None:
         """A repeat of an ask sent to this instance alone (it sent the receipt)."""
@@ -352,6 +374,8 @@ class Agent:
         headers: dict[str, str] | None = None,
     ) -> None:
         if ask is not None:
+            # The answer says this agent sends receipts (the asker then checks on its asks).
+            headers = {**(headers or {}), HEADER_ASK_ANSWERED: "1"}
             self._asks.answered(ask, data, headers)
         await self.nc.publish(message.reply, data, headers=headers)
 
@@ -435,13 +459,13 @@ class Agent:
         token = uuid.uuid4().hex
         reply, data = f"{self._inbox}.{token}", encode(payload)
         sent_headers = {**(headers or {}), HEADER_ASK_ID: token}
-        waiting = _Waiting(loop.create_future(), subject)
+        waiting = _Waiting(loop.create_future(), subject, ask=True)
         self._waiting[token] = waiting
         pause, receipt_wait = 0.1, asks.RECEIPT_WAIT
         try:
             while True:
                 to = waiting.again_to or subject
-                waiting.wake, waiting.received = loop.create_future(), False
+                waiting.moved, waiting.received = False, False
                 await self.nc.publish(to, data, reply=reply, headers=sent_headers)
                 try:
                     again = await self._answer_or_again(waiting, deadline, receipt_wait)
@@ -478,11 +502,10 @@ class Agent:
     ) -> bool:
         """Wait for the answer (False) or until the ask should be sent again (True): this
         connection moved, or its answering agents send receipts and no word came in time."""
-        assert waiting.wake is not None
         loop = asyncio.get_running_loop()
         sent = loop.time()
         while not waiting.future.done():
-            if waiting.wake.done():
+            if waiting.moved:
                 return True
             now = loop.time()
             if now >= deadline:
@@ -493,12 +516,12 @@ class Agent:
                 if now >= again:
                     return True
                 until = min(until, again)
-            waiting.heard = loop.create_future()
-            await asyncio.wait(
-                (waiting.future, waiting.wake, waiting.heard),
-                timeout=until - now,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            signal = waiting.signal = loop.create_future()
+            timer = loop.call_at(until, waiting.poke)
+            try:
+                await signal
+            finally:
+                timer.cancel()
         return False
 
     async def delegate(
@@ -659,17 +682,20 @@ class Agent:
         waiting = self._waiting.get(message.subject.rsplit(".", 1)[-1])
         if waiting is None or waiting.future.done():
             return
-        received = waiting.wake is not None and (message.headers or {}).get(HEADER_ASK_RECEIVED)
+        headers = message.headers or {}
+        received = waiting.ask and headers.get(HEADER_ASK_RECEIVED)
         if received:  # an ask's receipt; its answer is still to come
             # Repeats go only to an agent instance's own inbox, never to a subject a forged
             # receipt names (the cloud's outbound subjects, a wildcard).
             waiting.received = True
             waiting.again_to = received if repeats_subject(received) else None
             self._receipting.add(waiting.capability)
-            if waiting.heard is not None and not waiting.heard.done():
-                waiting.heard.set_result(None)
+            waiting.poke()  # the asker checks on the ask from now on
             return
+        if waiting.ask and HEADER_ASK_ANSWERED in headers:  # its agents send receipts
+            self._receipting.add(waiting.capability)
         waiting.future.set_result(message)
+        waiting.poke()
 
 
 class DelegationFailed(AgentError):

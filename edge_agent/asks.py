@@ -2,16 +2,19 @@
 
 Core NATS keeps nothing: a request or an answer passing through a server of the cluster at the
 moment it dies is gone, and the asker would wait out its timeout. So :meth:`Agent.ask` sends each
-ask with an id (``Rb-Ask-Id``). The answering agent, on taking it, sends a receipt at once (an
-empty message whose ``Rb-Ask-Received`` names a subject of that agent instance alone) and
-remembers the ask: a repeat gets the receipt again while the handler runs and the same answer
-once it has run. The handler never runs twice for one ask on one agent instance.
+ask with an id (``Rb-Ask-Id``). The answering agent remembers the ask and, when its handler is
+still at it a tenth of a second later, sends a receipt (an empty message whose
+``Rb-Ask-Received`` names a subject of that agent instance alone); a quicker answer carries
+``Rb-Ask-Answered`` instead, so a quick ask costs no extra message. A repeat gets the receipt while
+the handler runs and the same answer once it has run. The handler never runs twice for one ask
+on one agent instance.
 
 The asker sends the same ask again
 
 - when its own connection moved to another server while it waited (the answer may be lost);
-- when no receipt came within a second (then two, then four) from a subject whose agents send
-  receipts (the ask may be lost on its way, or with the answering agent's server);
+- when no word came within a second (then two, then four) from a subject whose agents send
+  receipts, which their answers and receipts say (the ask may be lost on its way, or with the
+  answering agent's server);
 - every four seconds after a receipt, to the instance that sent it (its answer may be lost with
   its server). If that instance is gone or forgot the ask, the ask goes to the subject again,
   where another instance of the agent takes it.
@@ -34,6 +37,8 @@ HEADER_ASK_ID: Final = "Rb-Ask-Id"
 #: On the answering agent's receipt (an empty message to the ask's reply subject): the subject
 #: on which that agent instance alone takes repeats of the ask.
 HEADER_ASK_RECEIVED: Final = "Rb-Ask-Received"
+#: On an answer to an ask: the agent that answered sends receipts (see RECEIPT_AFTER).
+HEADER_ASK_ANSWERED: Final = "Rb-Ask-Answered"
 #: On the answer to a repeat the instance does not know (it forgot the ask, or stopped before
 #: answering): the asker sends the ask to its subject again.
 HEADER_ASK_UNKNOWN: Final = "Rb-Ask-Unknown"
@@ -45,6 +50,8 @@ MAX_ASK_ID: Final = 64
 REPEATS_PREFIX: Final = "_INBOX."
 _REPEATS = re.compile(r"_INBOX\.[^.*>\s]+\.[0-9a-f]{32}")
 
+#: How long an answering agent waits before it sends a receipt: a quicker answer needs none.
+RECEIPT_AFTER = 0.1
 #: How long an asker waits for a receipt before sending the ask again; doubled each time.
 RECEIPT_WAIT = 1.0
 #: The longest wait for a receipt, and how often an ask with a receipt is checked on.

@@ -13,7 +13,12 @@ from nats.aio.msg import Msg
 
 from bridge.natsserver import NatsServer
 from edge_agent import Agent, Request, asks
-from edge_agent.asks import HEADER_ASK_ID, HEADER_ASK_RECEIVED, HEADER_ASK_UNKNOWN
+from edge_agent.asks import (
+    HEADER_ASK_ANSWERED,
+    HEADER_ASK_ID,
+    HEADER_ASK_RECEIVED,
+    HEADER_ASK_UNKNOWN,
+)
 
 
 async def next_message(queue: asyncio.Queue[Msg]) -> Msg:
@@ -64,9 +69,13 @@ async def test_a_repeated_ask_gets_its_receipt_or_its_answer_again_and_runs_once
             assert (unknown.data, unknown.headers) == (b"", {HEADER_ASK_UNKNOWN: "1"})
             # The same id from another reply subject is another ask; a request with no id (a
             # plain NATS request) is answered each time and gets no receipt.
+            # A quick answer comes with no receipt before it, and says its agent sends them.
             await raw.publish("work.echo", b'{"n": 1}', reply="reply.3", headers=ask)
-            assert (await next_message(got)).headers == {HEADER_ASK_RECEIVED: instance}
-            assert orjson.loads((await next_message(got)).data) == {"n": 1, "run": 2}
+            quick = await next_message(got)
+            assert (orjson.loads(quick.data), quick.headers) == (
+                {"n": 1, "run": 2},
+                {HEADER_ASK_ANSWERED: "1"},
+            )
             for _ in range(2):
                 plain = await raw.request("work.echo", b'{"n": 2}', timeout=20)
                 assert not plain.headers
@@ -149,6 +158,8 @@ async def test_an_ask_whose_instance_stopped_is_taken_by_another(
 
     @first.handle("work.job")
     async def stuck(request: Request) -> str:
+        if not request.json().get("stick"):
+            return "done by a"
         taken.set()
         await asyncio.Event().wait()  # until cancelled
         return "never"
@@ -159,10 +170,13 @@ async def test_an_ask_whose_instance_stopped_is_taken_by_another(
 
     await first.start()
     async with Agent("client", nats_url=nats_server.url) as client:
-        asked = asyncio.create_task(client.ask("work.job", {}, timeout=60))
+        # Once its agents have answered, the asker knows they send receipts.
+        assert await client.ask("work.job", {}, timeout=20) == "done by a"
+        asked = asyncio.create_task(client.ask("work.job", {"stick": True}, timeout=60))
         await asyncio.wait_for(taken.wait(), 20)
         await second.start()
-        await first.stop(grace=0)  # its handler is cancelled; the ask was never answered
+        # Its handler is cancelled, with or without a receipt sent: the ask was never answered.
+        await first.stop(grace=0)
         assert await asked == "done by b"
     await second.stop()
 
