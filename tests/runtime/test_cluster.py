@@ -175,7 +175,14 @@ async def test_a_stream_grows_from_one_copy_to_three_with_messages_waiting(
     try:
         await js.add_stream(api.StreamConfig(name="RB_OUT", subjects=["rb.out.>"], num_replicas=1))
         for number in range(500):
-            await js.publish("rb.out.docs.parse", b"{}", headers={"Nats-Msg-Id": f"w-{number}"})
+            while True:  # a stream just made may not take messages yet on a loaded machine
+                try:
+                    await js.publish(
+                        "rb.out.docs.parse", b"{}", headers={"Nats-Msg-Id": f"w-{number}"}
+                    )
+                    break
+                except (APIError, TimeoutError, nats.errors.Error):
+                    await asyncio.sleep(0.1)
         info = await js.stream_info("RB_OUT")
         info.config.num_replicas = 3  # what `nats stream edit RB_OUT --replicas 3` sends
         await js.update_stream(info.config)
