@@ -17,6 +17,12 @@ OUTBOUND_PREFIX: Final = "rb.out."
 INBOUND_PREFIX: Final = "rb.in."
 #: Cloud agents publish replies for a site to ``rb.reply.<site>``.
 REPLY_PREFIX: Final = "rb.reply."
+#: An agent whose NATS connection came back publishes here a JSON list of the reply subjects it
+#: still waits on; the edge bridge publishes again what it sent to them lately (a reply lost in
+#: a server that died, or while the agent's connection moved).
+REPLIES_AGAIN: Final = "rb.replies.again"
+#: The most reply subjects one such request may name.
+REPLIES_AGAIN_MAX: Final = 1000
 
 STREAM_OUT: Final = "RB_OUT"
 STREAM_IN: Final = "RB_IN"

@@ -26,6 +26,7 @@ when a class of the package is missing from this tree or outside it).
     ├── OutboxClosed                  link.outbox: the link is stopping
     ├── DuplicateInFlight (ValueError) link.outbox: that envelope id already awaits its answer
     ├── SpentTokensUnavailable        edge.tokens: a spend was not stored (retriable)
+    ├── AgainRequestError (ValueError) edge.delivered: an rb.replies.again request is garbage
     ├── StackError                    up.stack: a part of `rbridge up` did not come up
     └── CloudAgentUnavailable         cloud_agent: the cloud agent SDK cannot reach NATS
 

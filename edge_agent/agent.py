@@ -54,6 +54,8 @@ from bridge.contract import (
     HEADER_REPLY_TO,
     HEADER_RULE,
     HEADER_STATUS,
+    REPLIES_AGAIN,
+    REPLIES_AGAIN_MAX,
     dead_letter_subject,
     error_summary,
     outbound_subject,
@@ -225,11 +227,19 @@ class Agent:
         log.warning("NATS %s: %s", shown_url(self.nats_url), self._last_nats_error)
 
     async def _on_reconnected(self) -> None:
-        # Answers sent while this connection moved may be lost: waiting asks send again.
-        for waiting in self._waiting.values():
+        # Answers sent while this connection moved may be lost: waiting asks send again, and
+        # the edge bridge is asked for the cloud's replies it published to waiting ask_clouds.
+        replies = []
+        for token, waiting in self._waiting.items():
             if waiting.ask:
                 waiting.moved = True
                 waiting.poke()
+            else:
+                replies.append(f"{self._inbox}.{token}")
+        for first in range(0, len(replies), REPLIES_AGAIN_MAX):
+            chunk = orjson.dumps(replies[first : first + REPLIES_AGAIN_MAX])
+            with contextlib.suppress(NatsError, OSError):
+                await self.nc.publish(REPLIES_AGAIN, chunk)
         user_callback = self._connect_options.get("reconnected_cb")
         if user_callback is not None:
             await user_callback()

@@ -14,9 +14,10 @@ from nats.js import api
 
 from bridge import tracing
 from bridge.audit import AuditTrail
-from bridge.contract import OUTBOUND_PREFIX, STREAM_OUT, STREAM_QUARANTINE
+from bridge.contract import OUTBOUND_PREFIX, REPLIES_AGAIN, STREAM_OUT, STREAM_QUARANTINE
 from bridge.edge.bridge import QUARANTINE_PREFIX, EdgeBridge
 from bridge.edge.config import EdgeSettings
+from bridge.edge.delivered import Resender
 from bridge.edge.metrics import EdgeMetrics
 from bridge.edge.policy_source import PolicySource
 from bridge.edge.replyroutes import ReplySubjects
@@ -78,6 +79,7 @@ class EdgeApp:
         self._expiry_warned: dict[str, float] = {}
         self.pulled = 0
         self.consumer: PullConsumer | None = None
+        self.resender: Resender | None = None
 
     async def start(self) -> None:
         """Start everything, or (on an error) close what was opened and raise it."""
@@ -116,6 +118,8 @@ class EdgeApp:
             credentials=settings.nats.credentials,
             nkey_seed=settings.nats.nkey_seed,
             name=f"rbridge-edge-{self.instance}",
+            on_lost=self._nats_lost,
+            on_back=self._nats_back,
         )
         self.js = self.nc.jetstream()
         self.replicas = replicas_for(self.nc, settings.nats.replicas)
@@ -144,6 +148,9 @@ class EdgeApp:
                 self.js, settings.replies.ttl_seconds, self.publisher, self.replicas
             ),
         )  # fmt: skip
+        self.resender = self.bridge.resender
+        # Agents whose connection came back ask for what was published to them meanwhile.
+        await self.nc.subscribe(REPLIES_AGAIN, cb=self.resender.on_again)
         link_settings = LinkSettings(
             window=settings.link.window,
             max_batch=min(settings.link.max_batch, settings.link.window),
@@ -177,6 +184,14 @@ class EdgeApp:
         self.loops.spawn("in-progress", lambda: keep_in_progress(self.nc, self._held, every=every))
         self.loops.spawn("stream-watch", self.streams.run)
         log.info("edge bridge %s ready: status on port %d", self.instance, self.http_port)
+
+    def _nats_lost(self) -> None:
+        if self.resender is not None:
+            self.resender.connection_lost()
+
+    async def _nats_back(self) -> None:
+        if self.resender is not None:
+            await self.resender.connection_back()
 
     @property
     def outbound_stream(self) -> StreamSpec:

@@ -35,6 +35,7 @@ from bridge.contract import (
     HEADER_STATUS,
     OUTBOUND_PREFIX,
 )
+from bridge.edge.delivered import Resender
 from bridge.edge.metrics import EdgeMetrics
 from bridge.edge.policy_source import PolicySource
 from bridge.edge.replyroutes import ReplySubjects
@@ -60,6 +61,8 @@ log = logging.getLogger("rbridge.edge")
 QUARANTINE_PREFIX = "rb.quarantine."
 _REPLY_TO_KEY = HEADER_REPLY_TO.lower()
 _BAD_HEADER = Reason.of(ReasonKind.BAD_HEADER)
+#: How long the edge waits for its NATS server to confirm deliveries before the link's answer.
+FLUSH_SECONDS = 5
 
 
 class Delivery(NamedTuple):
@@ -170,6 +173,8 @@ class EdgeBridge:
         self.settlement = Settlement()
         self.background = Background()
         self.deferred = 0
+        #: Publishes replies, notices and cloud requests, and again when one may be lost.
+        self.resender = Resender(nc, metrics)
 
     # --- outbound ------------------------------------------------------------------------
 
@@ -362,7 +367,7 @@ class EdgeBridge:
         if decision.detail:
             # The bridge's own words (limits, classes, revisions), never a value of the message.
             headers[HEADER_DETAIL] = " ".join(decision.detail.split())[:300]
-        await self.nc.publish(reply_to, b"", headers=headers)
+        await self.resender.publish(reply_to, b"", headers)
 
     def on_result(self, token: Any, envelope: Envelope, reject: Reject | None) -> None:
         """The link's answer for one envelope: ack, put back, or terminate in RB_OUT."""
@@ -449,7 +454,13 @@ class EdgeBridge:
             self.metrics.audit_errors.inc()
             return [Reject(LINK_LOST, "the edge cannot audit right now")] * len(envelopes)
         for delivery in deliveries:
-            await self.nc.publish(delivery.subject, delivery.payload, headers=delivery.headers)
+            await self.resender.publish(delivery.subject, delivery.payload, delivery.headers)
+        if deliveries:
+            try:  # acknowledged once NATS has them: an edge killed now loses none of them
+                await self.nc.flush(FLUSH_SECONDS)
+            except Exception as error:  # the cloud sends them again (the same reply: delivered)
+                log.warning("NATS did not confirm deliveries: %s", type(error).__name__)
+                return [Reject(LINK_LOST, "the edge's NATS did not take them")] * len(envelopes)
         for record in records:
             self.metrics.messages.labels(
                 "inbound", record["decision"], record["rule"] or "none"

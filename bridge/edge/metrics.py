@@ -62,6 +62,19 @@ class EdgeMetrics:
             "Replies refused because another reply had already used their token",
             registry=registry,
         )
+        self.sent_again = Counter(
+            "rbridge_edge_sent_again",
+            "Replies, deny notices and cloud requests published again because they may have been "
+            "lost: why=reconnected (the edge's NATS connection came back), why=asked (an agent "
+            "asked on rb.replies.again)",
+            ["why"],
+            registry=registry,
+        )
+        self.again_requests_refused = Counter(
+            "rbridge_edge_again_requests_refused",
+            "rb.replies.again requests that were not a JSON list of reply subjects",
+            registry=registry,
+        )
         self.cloud_rejects = Counter(
             "rbridge_cloud_rejects",
             "Envelopes the cloud refused, by code",

@@ -29,6 +29,8 @@ class MemoryBus:
 
     def __init__(self) -> None:
         self.published: list[Published] = []
+        self.flushes = 0
+        self.fail_flush: Exception | None = None
 
     async def publish(
         self,
@@ -38,6 +40,12 @@ class MemoryBus:
         headers: dict[str, str] | None = None,
     ) -> None:
         self.published.append(Published(subject, payload, reply, dict(headers or {})))
+
+    async def flush(self, timeout: int = 10) -> None:  # noqa: ARG002 - nothing to wait for
+        """Everything is kept at once; ``fail_flush`` stands for a server that did not answer."""
+        self.flushes += 1
+        if self.fail_flush is not None:
+            raise self.fail_flush
 
 
 @dataclass(frozen=True, slots=True)

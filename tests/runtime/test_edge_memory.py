@@ -20,7 +20,7 @@ from bridge.contract import HEADER_REASON, HEADER_REPLY_TO, HEADER_STATUS
 from bridge.edge.bridge import EdgeBridge
 from bridge.edge.metrics import EdgeMetrics
 from bridge.edge.policy_source import PolicySource
-from bridge.edge.tokens import ReplyTokens
+from bridge.edge.tokens import ReplyRoute, ReplyTokens
 from bridge.keys import FileKeyStore
 from bridge.link import Envelope, Reject
 from bridge.runtime.memory import MemoryBus, MemoryStream
@@ -182,3 +182,37 @@ async def test_an_audit_trail_that_cannot_be_written_stops_the_batch(
     assert edge.bus.published == []
     assert edge.outbound.messages == 2  # nothing lost either
     assert edge.bridge.metrics.audit_errors._value.get() == 1
+
+
+async def reply_from_the_cloud(edge: Edge, reply_to: str, msg_id: str = "m-1") -> Envelope:
+    token = edge.bridge.tokens.seal(ReplyRoute(reply_to, "docs.parse", msg_id))
+    return Envelope(f"r-{msg_id}", "docs.parse", b'{"claim_id": "CLM-1"}', reply_token=token)
+
+
+async def test_a_reply_is_acknowledged_only_once_nats_has_it_and_is_remembered(
+    edge: Edge,
+) -> None:
+    envelope = await reply_from_the_cloud(edge, "_INBOX.desk.1")
+    assert await edge.bridge.accept([envelope]) == [None]
+    (reply,) = edge.bus.published
+    assert reply.subject == "_INBOX.desk.1"
+    assert edge.bus.flushes == 1
+    assert [s.subject for s in edge.bridge.resender.recent.since(0)] == ["_INBOX.desk.1"]
+
+
+async def test_deliveries_nats_did_not_confirm_are_refused_so_the_cloud_sends_them_again(
+    edge: Edge,
+) -> None:
+    edge.bus.fail_flush = TimeoutError()
+    envelopes = [await reply_from_the_cloud(edge, f"_INBOX.desk.{n}", f"m-{n}") for n in (1, 2)]
+    answers = await edge.bridge.accept(envelopes)
+    assert [answer.code if answer else None for answer in answers] == ["link-lost"] * 2
+    edge.bus.fail_flush = None
+    assert await edge.bridge.accept(envelopes) == [None, None]  # the same replies: delivered
+
+
+async def test_a_deny_notice_is_remembered_to_be_sent_again(edge: Edge) -> None:
+    await edge.send("health.records", CLAIM, Rb_Reply_To="_INBOX.agent.1")
+    await edge.run()
+    (notice,) = edge.bridge.resender.recent.asked_again(["_INBOX.agent.1"])
+    assert notice.headers[HEADER_STATUS] == "denied"
