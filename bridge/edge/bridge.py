@@ -456,8 +456,10 @@ class EdgeBridge:
         for delivery in deliveries:
             await self.resender.publish(delivery.subject, delivery.payload, delivery.headers)
         if deliveries:
+            flushed = self.resender.moment()
             try:  # acknowledged once NATS has them: an edge killed now loses none of them
                 await self.nc.flush(FLUSH_SECONDS)
+                self.resender.confirmed(flushed)
             except Exception as error:  # the cloud sends them again (the same reply: delivered)
                 log.warning("NATS did not confirm deliveries: %s", type(error).__name__)
                 return [Reject(LINK_LOST, "the edge's NATS did not take them")] * len(envelopes)

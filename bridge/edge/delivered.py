@@ -5,7 +5,8 @@ dies, or to an agent whose connection is moving to another server, is gone, thou
 answer was stored and the link acknowledged it. So the edge remembers what it published (replies,
 deny notices, cloud requests) for a short while, and publishes a copy again:
 
-- when its own NATS connection came back: what it published shortly before it noticed the loss;
+- when its own NATS connection came back: what it published since the server last confirmed
+  having it all (a silent server is noticed late), shortly before that included;
 - when an agent asks on ``rb.replies.again``, naming the reply subjects it still waits on (the
   agent SDK does so when its own connection came back).
 
@@ -37,9 +38,10 @@ log = logging.getLogger("rbridge.edge")
 KEEP_SECONDS: Final = 120.0
 MAX_COUNT: Final = 100_000
 MAX_BYTES: Final = 64 * 1024 * 1024
-#: What the edge publishes again when its connection came back: what it published this long
-#: before it noticed the loss (a killed server is noticed at once; a silent one is not).
-RECONNECT_GRACE: Final = 5.0
+#: What the edge publishes again when its connection came back: what it published since the
+#: server last confirmed having everything (or since it noticed the loss, if that is earlier),
+#: and this long before, for a server that took a message and died before passing it on.
+RECONNECT_GRACE: Final = 2.0
 #: How often one reply is sent again because an agent asked.
 MAX_ASKED_AGAIN: Final = 3
 #: Subjects an agent may name in one request, and how long one may be.
@@ -160,10 +162,18 @@ class Resender:
         self.metrics = metrics
         self.recent = recent if recent is not None else RecentlySent()
         self._lost_at: float | None = None
+        self._confirmed_at: float | None = None
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
         self.recent.remember(subject, payload, headers)
         await self.bus.publish(subject, payload, headers=headers)
+
+    def moment(self) -> float:
+        return self.recent.clock()
+
+    def confirmed(self, moment: float) -> None:
+        """NATS confirmed having everything published before ``moment`` (a flush)."""
+        self._confirmed_at = moment
 
     def connection_lost(self) -> None:
         """The NATS connection dropped (nats-py's ``disconnected_cb``)."""
@@ -175,8 +185,10 @@ class Resender:
         the loss was noticed, and since, may not have reached anyone; publish it again."""
         if self._lost_at is None:
             return
-        lost_at, self._lost_at = self._lost_at, None
-        again = self.recent.since(lost_at - RECONNECT_GRACE)
+        doubt_from, self._lost_at = self._lost_at, None
+        if self._confirmed_at is not None:
+            doubt_from = min(doubt_from, self._confirmed_at)
+        again = self.recent.since(doubt_from - RECONNECT_GRACE)
         await self._again(again, "reconnected")
         if again:
             log.warning(

@@ -153,3 +153,19 @@ async def test_a_connection_back_publishes_again_what_was_sent_around_the_loss()
     bus.published.clear()
     await resender.connection_back()  # once per loss
     assert bus.published == []
+
+
+async def test_a_loss_noticed_late_publishes_again_all_since_the_server_last_confirmed() -> None:
+    clock = Clock()
+    bus = MemoryBus()
+    resender = Resender(bus, EdgeMetrics(), RecentlySent(clock=clock))
+    await resender.publish("_INBOX.a.confirmed", b"", {})
+    clock.now += delivered.RECONNECT_GRACE + 1
+    resender.confirmed(resender.moment())
+    for number in range(3):  # a silent server: these went nowhere for half a minute
+        clock.now += 10
+        await resender.publish(f"_INBOX.a.{number}", b"", {})
+    resender.connection_lost()
+    bus.published.clear()
+    await resender.connection_back()
+    assert [p.subject for p in bus.published] == ["_INBOX.a.0", "_INBOX.a.1", "_INBOX.a.2"]
