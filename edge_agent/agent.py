@@ -194,6 +194,7 @@ class Agent:
         self._receipts_sending: set[asyncio.Future[None]] = set()
         self._nc: Client | None = None
         self._heartbeat: Heartbeat | None = None
+        self._replies_again: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._last_nats_error = ""
 
@@ -229,20 +230,27 @@ class Agent:
     async def _on_reconnected(self) -> None:
         # Answers sent while this connection moved may be lost: waiting asks send again, and
         # the edge bridge is asked for the cloud's replies it published to waiting ask_clouds.
-        replies = []
-        for token, waiting in self._waiting.items():
+        for waiting in self._waiting.values():
             if waiting.ask:
                 waiting.moved = True
                 waiting.poke()
-            else:
-                replies.append(f"{self._inbox}.{token}")
-        for first in range(0, len(replies), REPLIES_AGAIN_MAX):
-            chunk = orjson.dumps(replies[first : first + REPLIES_AGAIN_MAX])
-            with contextlib.suppress(NatsError, OSError):
-                await self.nc.publish(REPLIES_AGAIN, chunk)
+        if self._replies_again is not None:
+            self._replies_again.cancel()
+        self._replies_again = asyncio.create_task(self._ask_for_replies())
         user_callback = self._connect_options.get("reconnected_cb")
         if user_callback is not None:
             await user_callback()
+
+    async def _ask_for_replies(self) -> None:
+        for pause in asks.REPLIES_AGAIN_AFTER:
+            await asyncio.sleep(pause)
+            replies = [f"{self._inbox}.{t}" for t, w in self._waiting.items() if not w.ask]
+            if not replies or self._nc is None:
+                return
+            for first in range(0, len(replies), REPLIES_AGAIN_MAX):
+                chunk = orjson.dumps(replies[first : first + REPLIES_AGAIN_MAX])
+                with contextlib.suppress(NatsError, OSError):
+                    await self._nc.publish(REPLIES_AGAIN, chunk)
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -288,6 +296,8 @@ class Agent:
             task.cancel()
         if self._heartbeat is not None:
             await self._heartbeat.stop()
+        if self._replies_again is not None:
+            self._replies_again.cancel()
         for waiting in self._waiting.values():
             waiting.future.cancel()
             waiting.poke()

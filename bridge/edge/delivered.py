@@ -42,8 +42,9 @@ MAX_BYTES: Final = 64 * 1024 * 1024
 #: server last confirmed having everything (or since it noticed the loss, if that is earlier),
 #: and this long before, for a server that took a message and died before passing it on.
 RECONNECT_GRACE: Final = 2.0
-#: How often one reply is sent again because an agent asked.
-MAX_ASKED_AGAIN: Final = 3
+#: How often one reply is sent again because an agent asked (the SDK asks three times after
+#: each reconnect).
+MAX_ASKED_AGAIN: Final = 8
 #: Subjects an agent may name in one request, and how long one may be.
 MAX_SUBJECTS: Final = REPLIES_AGAIN_MAX
 MAX_SUBJECT_LENGTH: Final = 512

@@ -263,3 +263,30 @@ async def test_an_ask_id_longer_than_the_sdk_makes_is_served_as_a_plain_request(
                 assert (orjson.loads(answer.data), answer.headers) == (expected, None)
         finally:
             await raw.close()
+
+
+async def test_an_agent_back_on_nats_asks_the_bridge_for_its_cloud_replies_more_than_once(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ask_cloud: the reply is published by the edge bridge on core NATS. An agent whose
+    connection came back names the replies it waits on, on rb.replies.again, more than once (a
+    bridge whose own connection moved at the same moment may miss a request)."""
+    monkeypatch.setattr(asks, "REPLIES_AGAIN_AFTER", (0.0, 0.1, 0.2))
+    raw = await nats.connect(nats_server.url)
+    await raw.jetstream().add_stream(name="RB_OUT", subjects=["rb.out.>"])
+    agent = Agent("desk", nats_url=nats_server.url, connect={"reconnect_time_wait": 0.1})
+    async with agent:
+        waiting = asyncio.create_task(agent.ask_cloud("docs.parse", {"n": 1}, timeout=60))
+        stored = await raw.jetstream().pull_subscribe("rb.out.>", "test")
+        (sent,) = await stored.fetch(1, timeout=20)
+        reply_to = (sent.headers or {})["Rb-Reply-To"]
+        await raw.close()
+        await asyncio.to_thread(nats_server.restart)
+        raw = await nats.connect(nats_server.url)
+        requests: asyncio.Queue[Msg] = asyncio.Queue()
+        await raw.subscribe("rb.replies.again", cb=requests.put)
+        named = [orjson.loads((await next_message(requests)).data) for _ in range(2)]
+        assert named == [[reply_to], [reply_to]]  # the first may come before this subscription
+        await raw.publish(reply_to, b'{"ok": true}', headers={"Rb-Status": "ok"})
+        assert await waiting == {"ok": True}
+    await raw.close()

@@ -470,6 +470,10 @@ async def test_losing_a_server_each_side_an_edge_bridge_and_a_gateway_in_turn(
         stored = await stream_messages(cloud.urls[0], "RB_IN")
         ids = [(message.headers or {})["Nats-Msg-Id"] for message in stored]
         assert len(ids) == len(set(ids)) == asked, "RB_IN stored a request twice or lost one"
+    except BaseException:  # what the bridges and gateways said, for whoever reads the failure
+        for log in sorted(tmp_path.glob("*.log")):
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+        raise
     finally:
         await cleanup.aclose()
         for process in processes.values():
