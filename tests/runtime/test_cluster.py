@@ -157,6 +157,44 @@ async def test_the_flow_goes_on_while_the_server_leading_rb_out_is_killed(
         await edge.stop()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+# nats-py leaves the socket of an attempt that timed out waiting for the frozen server's INFO
+# to the garbage collector (a ResourceWarning from StreamWriter.__del__); nothing of ours.
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <function StreamWriter.__del__:pytest.PytestUnraisableExceptionWarning"
+)
+async def test_the_flow_goes_on_while_the_server_of_the_bridge_is_frozen(
+    world: World, cluster: Cluster
+) -> None:
+    """A server that hangs rather than dies (its host frozen, a network cut without a reset)
+    keeps its connections open and answers nothing: the bridge notices by its pings within
+    seconds, not minutes, and goes on through another member."""
+    frozen, *others = cluster.servers
+    assert frozen.process is not None
+    await world.start_gateway()
+    edge = await world.start_edge(nats={"servers": [frozen.url]})
+    await edge.links["cloud-eu"].wait_up(20)
+    clock = asyncio.get_running_loop().time
+    desk_urls = ",".join(server.url for server in others)
+    # The frozen server may lead RB_OUT: its followers elect another after missed heartbeats,
+    # which can take longer than the default failover_seconds.
+    async with world.parser(), Agent("desk", nats_url=desk_urls, failover_seconds=60) as desk:
+        assert await ask_claim(desk, "Q-0", timeout=30) == "Q-0"
+        os.kill(frozen.process.pid, signal.SIGSTOP)
+        try:
+            started = clock()
+            answers = await asyncio.gather(
+                *(ask_claim(desk, f"Q-{n}", timeout=90) for n in range(1, 11))
+            )
+            print(
+                f"\nthe bridge's server frozen: every ask answered {clock() - started:.1f} s later"
+            )
+        finally:
+            os.kill(frozen.process.pid, signal.SIGCONT)
+    assert answers == [f"Q-{n}" for n in range(1, 11)]
+
+
 async def test_agents_take_a_cluster_as_a_list_of_urls(world: World, cluster: Cluster) -> None:
     from bridge.contract import AGENTS_BUCKET
 
