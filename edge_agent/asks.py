@@ -56,10 +56,11 @@ RECEIPT_AFTER = 0.1
 RECEIPT_WAIT = 1.0
 #: The longest wait for a receipt, and how often an ask with a receipt is checked on.
 CHECK_EVERY = 4.0
-#: When an agent whose connection came back asks the edge bridge for the cloud's replies to its
-#: waiting ``ask_cloud``s (``rb.replies.again``), in seconds after: more than once, because a
-#: bridge whose own connection moved at the same moment may miss the first request.
-REPLIES_AGAIN_AFTER = (0.0, 1.0, 3.0)
+#: The pauses before each time an agent whose connection came back asks the edge bridge for the
+#: cloud's replies to its waiting ``ask_cloud``s (``rb.replies.again``): at once, 1 s and 3 s
+#: after; more than once, because a bridge whose own connection moved at the same moment may
+#: miss a request.
+REPLIES_AGAIN_AFTER = (0.0, 1.0, 2.0)
 
 
 @dataclass(slots=True)
