@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
+
+from bridge.recent import Recent, message_size
 
 #: The asker's id of one ask, the same on every sending of it.
 HEADER_ASK_ID: Final = "Rb-Ask-Id"
@@ -89,16 +90,15 @@ class AskMemory:
         max_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.keep, self.max_answers, self.max_bytes = keep, max_answers, max_bytes
-        self._clock = clock
         self._running: dict[tuple[str, str], Remembered] = {}
-        self._answered: OrderedDict[tuple[str, str], Remembered] = OrderedDict()
-        self._bytes = 0
+        self._answered: Recent[tuple[str, str], Remembered] = Recent(
+            keep, max_answers, max_bytes, clock
+        )
 
     def take(self, key: tuple[str, str]) -> Remembered | None:
         """What is known of this ask; None when it is new (it is then remembered as running)."""
-        self._forget_old()
-        known = self._running.get(key) or self._answered.get(key)
+        self._answered.forget()
+        known = self.known(key)
         if known is None:
             self._running[key] = Remembered()
         return known
@@ -111,11 +111,8 @@ class AskMemory:
         """The ask was answered with ``data`` and ``headers``: a repeat gets the same."""
         if self._running.pop(key, None) is None:
             return
-        size = sum(map(len, key)) + len(data)
-        size += sum(len(name) + len(value) for name, value in (headers or {}).items())
-        self._answered[key] = Remembered((data, headers), self._clock(), size)
-        self._bytes += size
-        self._forget_old()
+        size = message_size(headers, *key, data)
+        self._answered.add(key, Remembered((data, headers), self._answered.clock(), size))
 
     def dropped(self, key: tuple[str, str]) -> None:
         """The ask was not answered (the agent stopped): a repeat may run it again."""
@@ -123,20 +120,6 @@ class AskMemory:
 
     def __len__(self) -> int:
         return len(self._running) + len(self._answered)
-
-    def _forget_old(self) -> None:
-        oldest = self._clock() - self.keep
-        answered = self._answered
-        while answered:
-            key, first = next(iter(answered.items()))
-            if (
-                first.at > oldest
-                and len(answered) <= self.max_answers
-                and self._bytes <= self.max_bytes
-            ):
-                break
-            del answered[key]
-            self._bytes -= first.size
 
 
 def repeats_subject(subject: str) -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -30,6 +29,7 @@ from nats.aio.msg import Msg
 from bridge.contract import REPLIES_AGAIN, REPLIES_AGAIN_MAX
 from bridge.edge.metrics import EdgeMetrics
 from bridge.errors import RbridgeError
+from bridge.recent import Recent, message_size
 from bridge.runtime.ports import Bus
 
 log = logging.getLogger("rbridge.edge")
@@ -91,33 +91,27 @@ class RecentlySent:
         max_bytes: int = MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.keep_seconds = keep_seconds
-        self.max_count = max_count
-        self.max_bytes = max_bytes
         self.clock = clock
-        self.bytes = 0
-        self._entries: OrderedDict[int, Sent] = OrderedDict()
+        self._sent: Recent[int, Sent] = Recent(
+            keep_seconds, max_count, max_bytes, clock, forgotten=self._forgotten
+        )
         self._latest: dict[str, int] = {}
         self._next = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._sent)
 
     def remember(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
-        now = self.clock()
-        size = len(subject) + len(payload) + _OVERHEAD
-        size += sum(len(name) + len(value) for name, value in headers.items())
+        size = message_size(headers, subject, payload) + _OVERHEAD
         self._next += 1
-        self._entries[self._next] = Sent(subject, payload, headers, now, size)
         self._latest[subject] = self._next
-        self.bytes += size
-        self._forget(now)
+        self._sent.add(self._next, Sent(subject, payload, headers, self.clock(), size))
 
     def since(self, moment: float) -> list[Sent]:
         """What was published at ``moment`` or later, in order."""
-        self._forget(self.clock())
+        self._sent.forget()
         found = []
-        for sent in reversed(self._entries.values()):
+        for sent in self._sent.newest_first():
             if sent.at < moment:
                 break
             found.append(sent)
@@ -126,33 +120,23 @@ class RecentlySent:
 
     def asked_again(self, subjects: Iterable[str]) -> list[Sent]:
         """The latest message published to each subject, if it may be sent again on request."""
-        self._forget(self.clock())
+        self._sent.forget()
         found = []
         for subject in dict.fromkeys(subjects):
             key = self._latest.get(subject)
-            if key is None:
-                continue
-            sent = self._entries[key]
-            if sent.asked_again < MAX_ASKED_AGAIN:
+            sent = None if key is None else self._sent.get(key)
+            if sent is not None and sent.asked_again < MAX_ASKED_AGAIN:
                 sent.asked_again += 1
                 found.append(sent)
         return found
 
-    def _forget(self, now: float) -> None:
-        oldest = now - self.keep_seconds
-        entries = self._entries
-        while entries:
-            key, sent = next(iter(entries.items()))
-            if (
-                sent.at >= oldest
-                and len(entries) <= self.max_count
-                and self.bytes <= self.max_bytes
-            ):
-                return
-            del entries[key]
-            self.bytes -= sent.size
-            if self._latest.get(sent.subject) == key:
-                del self._latest[sent.subject]
+    def _forgotten(self, key: int, sent: Sent) -> None:
+        if self._latest.get(sent.subject) == key:
+            del self._latest[sent.subject]
+
+    @property
+    def bytes(self) -> int:  # last in the class: the name would hide the type above
+        return self._sent.bytes
 
 
 class Resender:

@@ -135,10 +135,13 @@ async def test_an_agent_that_asks_gets_what_was_sent_to_it_on_its_own_subject() 
     assert metrics.again_requests_refused._value.get() == 1
 
 
+def on_a_clock() -> tuple[Clock, MemoryBus, Resender]:
+    clock, bus = Clock(), MemoryBus()
+    return clock, bus, Resender(bus, EdgeMetrics(), RecentlySent(clock=clock))
+
+
 async def test_a_connection_back_publishes_again_what_was_sent_around_the_loss() -> None:
-    clock = Clock()
-    bus = MemoryBus()
-    resender = Resender(bus, EdgeMetrics(), RecentlySent(clock=clock))
+    clock, bus, resender = on_a_clock()
     await resender.publish("_INBOX.a.early", b"", {})
     clock.now += delivered.RECONNECT_GRACE + 1
     await resender.publish("_INBOX.a.just-before", b"", {})
@@ -156,9 +159,7 @@ async def test_a_connection_back_publishes_again_what_was_sent_around_the_loss()
 
 
 async def test_a_loss_noticed_late_publishes_again_all_since_the_server_last_confirmed() -> None:
-    clock = Clock()
-    bus = MemoryBus()
-    resender = Resender(bus, EdgeMetrics(), RecentlySent(clock=clock))
+    clock, bus, resender = on_a_clock()
     await resender.publish("_INBOX.a.confirmed", b"", {})
     clock.now += delivered.RECONNECT_GRACE + 1
     resender.confirmed(resender.moment())
