@@ -7,10 +7,15 @@ policy author who writes it almost certainly meant a wildcard).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 MAX_SUBJECT_LENGTH = 256
 _FORBIDDEN_CHARS = frozenset(" \t\r\n\x00\x0b\x0c")
+# A concrete subject of ordinary tokens (no wildcard character, no whitespace or control
+# character, no empty token) is valid whatever the mode: one match instead of a look at every
+# character, for the per-message checks (reply subjects, capabilities).
+_PLAIN_SUBJECT = re.compile(r"[^\x00-\x20\x7f.*>]+(?:\.[^\x00-\x20\x7f.*>]+)*")
 
 
 def subject_error(subject: str, *, pattern: bool) -> str | None:
@@ -19,6 +24,8 @@ def subject_error(subject: str, *, pattern: bool) -> str | None:
         return "empty subject"
     if len(subject) > MAX_SUBJECT_LENGTH:
         return f"subject of {len(subject)} characters exceeds the limit of {MAX_SUBJECT_LENGTH}"
+    if _PLAIN_SUBJECT.fullmatch(subject) is not None:
+        return None
     if any(ch in _FORBIDDEN_CHARS or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in subject):
         return "subjects may not contain whitespace or control characters"
     tokens = subject.split(".")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from bridge.policy.subjects import SubjectPattern, matches, subject_error
@@ -94,3 +96,39 @@ def test_covers_means_every_subject_of_the_narrow_pattern_matches_the_wide_one(
 ) -> None:
     """Subsumption, used to find rules that can never match."""
     assert SubjectPattern.parse(wide).covers(SubjectPattern.parse(narrow)) is expected
+
+
+def _valid_by_the_rules(subject: str, pattern: bool) -> bool:
+    """The subject rules written out plainly, to hold the fast path of subject_error to."""
+    if not subject or len(subject) > 256:
+        return False
+    if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in subject):
+        return False
+    tokens = subject.split(".")
+    for position, token in enumerate(tokens):
+        if not token:
+            return False
+        if token in ("*", ">"):
+            if not pattern or (token == ">" and position != len(tokens) - 1):
+                return False
+        elif "*" in token or ">" in token:
+            return False
+    return True
+
+
+def test_every_subject_is_judged_by_the_same_rules_on_the_fast_path_and_off_it() -> None:
+    alphabet = ["a", "Z", "9", "_", "-", ".", ".", "*", ">", " ", "\t", "\x00", "\x1f", "\x7f",
+                "\x80", "é", "\u2028", "\u3000", "$", "%"]  # fmt: skip
+    chooser = random.Random(20261206)
+    seen_valid = seen_invalid = 0
+    for _ in range(20_000):
+        subject = "".join(chooser.choice(alphabet) for _ in range(chooser.randint(0, 12)))
+        for pattern in (False, True):
+            expected = _valid_by_the_rules(subject, pattern)
+            assert (subject_error(subject, pattern=pattern) is None) is expected, (subject, pattern)
+            seen_valid += expected
+            seen_invalid += not expected
+    assert seen_valid > 1000
+    assert seen_invalid > 1000
+    assert subject_error("a" * 257, pattern=False) is not None
+    assert subject_error("a" * 256, pattern=False) is None
