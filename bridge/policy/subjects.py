@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 
 MAX_SUBJECT_LENGTH = 256
-_FORBIDDEN_CHARS = frozenset(" \t\r\n\x00\x0b\x0c")
+# Whitespace and control characters (space, tab, CR, LF, NUL, every C0 control and DEL).
+_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
 # A concrete subject of ordinary tokens (no wildcard character, no whitespace or control
 # character, no empty token) is valid whatever the mode: one match instead of a look at every
 # character, for the per-message checks (reply subjects, capabilities).
@@ -26,7 +27,7 @@ def subject_error(subject: str, *, pattern: bool) -> str | None:
         return f"subject of {len(subject)} characters exceeds the limit of {MAX_SUBJECT_LENGTH}"
     if _PLAIN_SUBJECT.fullmatch(subject) is not None:
         return None
-    if any(ch in _FORBIDDEN_CHARS or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in subject):
+    if _FORBIDDEN.search(subject) is not None:
         return "subjects may not contain whitespace or control characters"
     tokens = subject.split(".")
     for position, token in enumerate(tokens):
