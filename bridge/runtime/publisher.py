@@ -17,6 +17,8 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from bridge import natspublish
+
 PERMANENT_PREFIX = "JetStream error 400:"
 """How an answer starts when JetStream refused the message itself (a resend gets the same)."""
 
@@ -69,13 +71,20 @@ class StreamPublisher:
         """Publish every (subject, payload, headers); one answer each: None once stored, else why not."""
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[str | None]] = []
-        publish = self.connection.publish
+        messages: list[natspublish.Message] = []
         for subject, payload, headers in items:
             token = str(next(self._numbers))
             future: asyncio.Future[str | None] = loop.create_future()
             self._waiting[token] = future
             futures.append(future)
-            await publish(subject, payload, reply=f"{self._prefix}.{token}", headers=dict(headers))
+            messages.append((subject, payload, headers, f"{self._prefix}.{token}"))
+        try:
+            await natspublish.publish_many(self.connection, messages)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            self._forget_cancelled()
+            raise
         if futures:
             await asyncio.wait(futures, timeout=self.timeout)
         results: list[str | None] = []
@@ -85,6 +94,9 @@ class StreamPublisher:
             else:
                 future.cancel()
                 results.append(f"no PubAck within {self.timeout:.0f} s")
+        self._forget_cancelled()
+        return results
+
+    def _forget_cancelled(self) -> None:
         for token in [t for t, f in self._waiting.items() if f.cancelled()]:
             del self._waiting[token]
-        return results
