@@ -23,12 +23,32 @@ PERMANENT_PREFIX = "JetStream error 400:"
 """How an answer starts when JetStream refused the message itself (a resend gets the same)."""
 
 
+class _Batch:
+    """The answers of one :meth:`StreamPublisher.publish_many`, one slot per message; its
+    future is done once every slot is filled (one future per batch, not per message). A slot
+    not answered keeps ``unanswered``: such a message counts as not stored."""
+
+    __slots__ = ("answers", "done", "missing")
+
+    def __init__(self, size: int, done: asyncio.Future[None], unanswered: str) -> None:
+        self.answers: list[str | None] = [unanswered] * size
+        self.missing = size
+        self.done = done
+
+    def answer(self, slot: int, answer: str | None) -> None:
+        self.answers[slot] = answer
+        self.missing -= 1
+        if not self.missing and not self.done.done():
+            self.done.set_result(None)
+
+
 class StreamPublisher:
     def __init__(self, connection: Client, *, timeout: float = 10.0) -> None:
         self.connection = connection
         self.timeout = timeout
         self._prefix = ""
-        self._waiting: dict[str, asyncio.Future[str | None]] = {}
+        # The reply token of each message waiting for its PubAck -> its batch and slot.
+        self._waiting: dict[str, tuple[_Batch, int]] = {}
         self._numbers = itertools.count(1)
         self._subscription: Any = None
 
@@ -40,63 +60,53 @@ class StreamPublisher:
         if self._subscription is not None:
             await self._subscription.unsubscribe()
             self._subscription = None
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_result("publisher stopped")
-        self._waiting.clear()
+        waiting, self._waiting = self._waiting, {}
+        for batch, slot in waiting.values():
+            batch.answer(slot, "publisher stopped")
 
     async def _on_ack(self, message: Msg) -> None:
-        future = self._waiting.pop(message.subject.rpartition(".")[2], None)
-        if future is None or future.done():
-            return
-        status = (message.headers or {}).get("Status")
-        if status == "503":
-            future.set_result("no stream takes this subject (503 no responders)")
-            return
-        try:
-            answer = orjson.loads(message.data)
-        except orjson.JSONDecodeError:
-            future.set_result("unreadable PubAck")
-            return
-        error = answer.get("error") if isinstance(answer, dict) else None
-        future.set_result(
-            None
-            if error is None
-            else f"JetStream error {error.get('code')}: {error.get('description')}"
-        )
+        waiting = self._waiting.pop(message.subject.rpartition(".")[2], None)
+        if waiting is not None:
+            waiting[0].answer(waiting[1], _verdict(message))
 
     async def publish_many(
         self, items: Sequence[tuple[str, bytes, Mapping[str, str]]]
     ) -> list[str | None]:
         """Publish every (subject, payload, headers); one answer each: None once stored, else why not."""
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[str | None]] = []
-        messages: list[natspublish.Message] = []
-        for subject, payload, headers in items:
-            token = str(next(self._numbers))
-            future: asyncio.Future[str | None] = loop.create_future()
-            self._waiting[token] = future
-            futures.append(future)
-            messages.append((subject, payload, headers, f"{self._prefix}.{token}"))
+        if not items:
+            return []
+        late = f"no PubAck within {self.timeout:.0f} s"
+        batch = _Batch(len(items), asyncio.get_running_loop().create_future(), late)
+        tokens = [str(next(self._numbers)) for _ in items]
+        messages: list[natspublish.Message] = [
+            (subject, payload, headers, f"{self._prefix}.{token}")
+            for (subject, payload, headers), token in zip(items, tokens, strict=True)
+        ]
+        for slot, token in enumerate(tokens):
+            self._waiting[token] = (batch, slot)
         try:
             await natspublish.publish_many(self.connection, messages)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            self._forget_cancelled()
-            raise
-        if futures:
-            await asyncio.wait(futures, timeout=self.timeout)
-        results: list[str | None] = []
-        for future in futures:
-            if future.done():
-                results.append(future.result())
-            else:
-                future.cancel()
-                results.append(f"no PubAck within {self.timeout:.0f} s")
-        self._forget_cancelled()
-        return results
+            await asyncio.wait_for(batch.done, self.timeout)
+        except TimeoutError:
+            pass  # what did not answer in time keeps its "no PubAck" answer
+        finally:
+            for token in tokens:
+                self._waiting.pop(token, None)
+        return batch.answers
 
-    def _forget_cancelled(self) -> None:
-        for token in [t for t, f in self._waiting.items() if f.cancelled()]:
-            del self._waiting[token]
+
+def _verdict(message: Msg) -> str | None:
+    """What a PubAck says: None when the message is stored, else why not."""
+    status = (message.headers or {}).get("Status")
+    if status == "503":
+        return "no stream takes this subject (503 no responders)"
+    try:
+        answer = orjson.loads(message.data)
+    except orjson.JSONDecodeError:
+        return "unreadable PubAck"
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return (
+        None
+        if error is None
+        else f"JetStream error {error.get('code')}: {error.get('description')}"
+    )

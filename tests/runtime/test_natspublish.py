@@ -15,6 +15,7 @@ from nats.errors import BadHeaderError, ConnectionClosedError, MaxPayloadError
 
 from bridge import natspublish
 from bridge.natsserver import NatsServer
+from bridge.runtime.publisher import StreamPublisher
 
 HEADERS = {
     "Nats-Msg-Id": "e-1",
@@ -111,3 +112,29 @@ async def test_a_closed_connection_refuses_the_batch(nats_server: NatsServer) ->
     await client.close()
     with pytest.raises(ConnectionClosedError):
         await natspublish.publish_many(client, [("t.x", b"1", {"A": "b"}, "")])
+
+
+async def test_every_message_of_a_batch_gets_its_own_answer(nc: Client) -> None:
+    """Stored, no stream, no answer in time: each message is told apart, in order, and a
+    publisher stopped while waiting answers what is left."""
+    await nc.jetstream().add_stream(name="S", subjects=["s.>"])
+    silent = await nc.subscribe("quiet.>", cb=None)  # takes the message, never answers it
+    publisher = StreamPublisher(nc, timeout=1)
+    await publisher.start()
+    answers = await publisher.publish_many(
+        [("s.1", b"1", {}), ("none.here", b"2", {}), ("quiet.x", b"3", {}), ("s.2", b"4", {})]
+    )
+    assert answers[0] is None
+    assert answers[3] is None
+    assert answers[1] == "no stream takes this subject (503 no responders)"
+    assert answers[2] == "no PubAck within 1 s"
+    assert publisher._waiting == {}
+
+    publisher.timeout = 60
+    waiting = asyncio.create_task(publisher.publish_many([("quiet.y", b"5", {})]))
+    async with asyncio.timeout(30):
+        while not publisher._waiting:
+            await asyncio.sleep(0.01)
+    await publisher.stop()
+    assert await waiting == ["publisher stopped"]
+    await silent.unsubscribe()
