@@ -503,6 +503,7 @@ class EdgeBridge:
         if refusal is not None:
             # A token sealed under looser settings: the bridge still publishes only where allowed.
             raise Refused(Reject(refusal, "the reply subject is not allowed here"), refusal)
+        _check_headers(envelope)
         reply = self._evaluate(self.policy.engine.evaluate_reply, route.capability, envelope)
         headers = passthrough(envelope.headers)
         headers.update({HEADER_STATUS: "ok", HEADER_RB_MSG_ID: route.msg_id})
@@ -514,6 +515,7 @@ class EdgeBridge:
     def _request(self, envelope: Envelope) -> Delivery:
         """A request the cloud started: only to a local subject an inbound rule allows."""
         subject = envelope.capability
+        _check_headers(envelope)
         request = self._evaluate(self.policy.engine.evaluate_inbound, subject, envelope)
         if request is None:
             reject = Reject(
@@ -630,3 +632,11 @@ def _retry_delay(reject: Reject, message: Pulled) -> float:
     except NotJSMessageError:
         attempt = 1
     return float(min(0.5 * 2 ** (attempt - 1), 5.0))
+
+
+def _check_headers(envelope: Envelope) -> None:
+    """Headers from the cloud are checked as an agent's are: one NATS could not carry (or that
+    would break a header line) refuses that envelope alone, never the batch around it."""
+    problem = header_problem(envelope.headers)
+    if problem is not None:
+        raise Refused(Reject(RejectCode.BAD_HEADER, problem), RejectCode.BAD_HEADER)

@@ -10,18 +10,21 @@ from bridge.contract import RESERVED_HEADER_PREFIXES
 _RESERVED = tuple(prefix.lower() for prefix in RESERVED_HEADER_PREFIXES)
 MAX_HEADER_VALUE = 1024
 MAX_HEADERS = 32
-_BAD_NAME = re.compile(r"[\r\n\x00: ]")
+# RFC 7230 token characters: what NATS clients accept as a header name (nats-py refuses to
+# publish any other), so a header that passed here can always be published on.
+_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 
 
 def header_problem(headers: Mapping[str, str]) -> str | None:
-    """Why these headers are unacceptable (CR/LF/NUL, oversize, too many), or None."""
+    """Why these headers are unacceptable (a name that is not an RFC 7230 token, CR/LF/NUL in a
+    value, oversize, too many), or None."""
     if len(headers) > MAX_HEADERS:
         return f"{len(headers)} headers exceed the limit of {MAX_HEADERS}"
     for name, value in headers.items():
         # One regex search per string: this runs for every message on the hot path.
-        if not name or _BAD_NAME.search(name):
-            return "a header name contains a forbidden character"
+        if not _NAME.fullmatch(name):
+            return "a header name contains a forbidden character (letters, digits and !#$%&'*+-.^_`|~ only)"
         if _BAD_VALUE.search(value):
             return f"header {name[:40]!r} contains CR, LF or NUL"
         if len(value) > MAX_HEADER_VALUE:

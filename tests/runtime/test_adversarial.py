@@ -244,3 +244,46 @@ async def test_an_edge_restarted_on_an_older_or_foreign_bundle_never_runs_it(
     edge = await world.start_edge(policy=policy)
     assert edge.policy.current is not None
     assert edge.policy.current.revision == 9
+
+
+async def publish_raw(url: str, subject: str, header_lines: list[str], payload: bytes) -> None:
+    """Publish as a client that does not check header names (not every NATS client does)."""
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    await reader.readline()  # INFO
+    block = ("NATS/1.0\r\n" + "".join(f"{line}\r\n" for line in header_lines) + "\r\n").encode()
+    writer.write(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n')
+    writer.write(b"HPUB %b %d %d\r\n%b%b\r\nPING\r\n" % (
+        subject.encode(), len(block), len(block) + len(payload), block, payload
+    ))  # fmt: skip
+    await writer.drain()
+    assert (await reader.readline()).startswith(b"PONG")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_a_header_name_nats_py_could_not_publish_on_is_denied_and_the_next_message_leaves(
+    world: World,
+) -> None:
+    """A name outside RFC 7230's token characters, from a client that allows it: denied at the
+    edge as a bad header (the gateway could not store it), and the stream goes on."""
+    await world.start_gateway()
+    edge = await world.start_edge()
+    await edge.links["cloud-eu"].wait_up(10)
+    await publish_raw(
+        world.edge_nats.url,
+        "rb.out.docs.parse",
+        ["Rb-Class: confidential", "X(note): v"],
+        orjson.dumps(CLAIM),
+    )
+    local = await nats.connect(world.edge_nats.url)
+    await local.jetstream().publish(
+        "rb.out.docs.parse", orjson.dumps(CLAIM), headers={"Rb-Class": "confidential"}
+    )
+    records = await wait_for_records(world, 2)
+    assert [(r["decision"], r["reason"]) for r in records] == [
+        ("deny", "bad-header"),
+        ("allow", "rule:claim-documents-to-eu-parser"),
+    ]
+    await wait_stored(world, 1)
+    await local.close()

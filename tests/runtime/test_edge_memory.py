@@ -200,6 +200,28 @@ async def test_a_reply_is_acknowledged_only_once_nats_has_it_and_is_remembered(
     assert [s.subject for s in edge.bridge.resender.recent.since(0)] == ["_INBOX.desk.1"]
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [{"X(y)": "v"}, {"Résumé": "v"}, {"X-Note": "a\r\nRb-Status: ok"}, {"X-Nul": "a\x00"}],
+    ids=["bracket-in-name", "non-ascii-name", "crlf-in-value", "nul-in-value"],
+)
+async def test_a_reply_with_headers_nats_cannot_carry_is_refused_alone(
+    edge: Edge, headers: dict[str, str]
+) -> None:
+    bad = await reply_from_the_cloud(edge, "_INBOX.desk.1", "m-1")
+    bad = Envelope(
+        bad.id, bad.capability, bad.payload, reply_token=bad.reply_token, headers=headers
+    )
+    good = await reply_from_the_cloud(edge, "_INBOX.desk.2", "m-2")
+    answers = await edge.bridge.accept([bad, good])
+    assert answers[1] is None
+    assert answers[0] is not None
+    assert answers[0].code == "bad-header"
+    assert [p.subject for p in edge.bus.published] == ["_INBOX.desk.2"]
+    (refused,) = [r for r in read_records(edge.audit_dir) if r["decision"] == "refused"]
+    assert refused["reason"] == "bad-header"
+
+
 async def test_deliveries_nats_did_not_confirm_are_refused_so_the_cloud_sends_them_again(
     edge: Edge,
 ) -> None:

@@ -16,6 +16,13 @@ from bridge.runtime.headers import MAX_HEADER_VALUE, MAX_HEADERS, header_problem
         ({"Bad Name": "v"}, "forbidden character"),
         ({"Bad:Name": "v"}, "forbidden character"),
         ({"": "v"}, "forbidden character"),
+        # Names NATS clients refuse to publish (not RFC 7230 tokens): refused here, before any
+        # publish could fail on them.
+        ({"X(y)": "v"}, "forbidden character"),
+        ({"X/Y": "v"}, "forbidden character"),
+        ({"Résumé": "v"}, "forbidden character"),
+        ({"X\tY": "v"}, "forbidden character"),
+        ({"X\x7fY": "v"}, "forbidden character"),
         ({"X-Big": "x" * (MAX_HEADER_VALUE + 1)}, "longer than"),
         ({f"X-{n}": "v" for n in range(MAX_HEADERS + 1)}, "exceed the limit"),
     ],
