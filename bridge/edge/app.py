@@ -31,7 +31,7 @@ from bridge.policy import ResidencyPolicy
 from bridge.runtime import systemd
 from bridge.runtime.http import StatusServer
 from bridge.runtime.natsconn import connect
-from bridge.runtime.publisher import StreamPublisher
+from bridge.runtime.publisher import NatsBus, StreamPublisher
 from bridge.runtime.streams import Bounds, StreamSpec, ensure_stream, warn_of_other_consumers
 from bridge.runtime.streamwatch import StreamWatch
 from bridge.supervise import Supervisor
@@ -141,7 +141,7 @@ class EdgeApp:
                 ),
             )
         self.bridge = EdgeBridge(
-            site=settings.site, nc=self.nc, publisher=self.publisher, policy=self.policy, audit=self.audit, links=self.links,
+            site=settings.site, nc=NatsBus(self.nc), publisher=self.publisher, policy=self.policy, audit=self.audit, links=self.links,
             tokens=tokens, metrics=self.metrics, quarantine=settings.quarantine.enabled,
             reply_subjects=ReplySubjects(settings.replies.subjects),
             spent=await JetStreamSpentTokens.open(

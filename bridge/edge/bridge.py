@@ -453,9 +453,14 @@ class EdgeBridge:
         except AuditWriteError:
             self.metrics.audit_errors.inc()
             return [Reject(LINK_LOST, "the edge cannot audit right now")] * len(envelopes)
-        for delivery in deliveries:
-            await self.resender.publish(delivery.subject, delivery.payload, delivery.headers)
         if deliveries:
+            try:
+                await self.resender.publish_many(
+                    [(d.subject, d.payload, d.headers) for d in deliveries]
+                )
+            except Exception as error:  # not connected, or a message NATS refused whole
+                log.warning("could not publish deliveries: %s", type(error).__name__)
+                return [Reject(LINK_LOST, "the edge's NATS did not take them")] * len(envelopes)
             flushed = self.resender.moment()
             try:  # acknowledged once NATS has them: an edge killed now loses none of them
                 await self.nc.flush(FLUSH_SECONDS)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -153,6 +153,12 @@ class Resender:
         self.recent.remember(subject, payload, headers)
         await self.bus.publish(subject, payload, headers=headers)
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes, dict[str, str]]]) -> None:
+        """Publish them in order, as one batch (each remembered first)."""
+        for subject, payload, headers in messages:
+            self.recent.remember(subject, payload, headers)
+        await self.bus.publish_many(messages)
+
     def moment(self) -> float:
         return self.recent.clock()
 
@@ -192,7 +198,6 @@ class Resender:
         await self._again(self.recent.asked_again(subjects), "asked")
 
     async def _again(self, messages: list[Sent], why: str) -> None:
-        for sent in messages:
-            await self.bus.publish(sent.subject, sent.payload, headers=sent.headers)
         if messages:
+            await self.bus.publish_many([(s.subject, s.payload, s.headers) for s in messages])
             self.metrics.sent_again.labels(why).inc(len(messages))

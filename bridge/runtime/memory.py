@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from bridge import natspublish
 from bridge.contract import HEADER_MSG_ID
 from bridge.policy.subjects import matches
 
@@ -31,6 +32,7 @@ class MemoryBus:
         self.published: list[Published] = []
         self.flushes = 0
         self.fail_flush: Exception | None = None
+        self.fail_publish: Exception | None = None  # a connection that refuses what is sent
 
     async def publish(
         self,
@@ -40,6 +42,14 @@ class MemoryBus:
         headers: dict[str, str] | None = None,
     ) -> None:
         self.published.append(Published(subject, payload, reply, dict(headers or {})))
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes, dict[str, str]]]) -> None:
+        if self.fail_publish is not None:
+            raise self.fail_publish
+        for subject, payload, headers in messages:
+            natspublish.frame(subject, payload, headers=headers)  # refused as NATS would
+        for subject, payload, headers in messages:
+            await self.publish(subject, payload, headers=headers)
 
     async def flush(self, timeout: int = 10) -> None:  # noqa: ARG002 - nothing to wait for
         """Everything is kept at once; ``fail_flush`` stands for a server that did not answer."""

@@ -3,7 +3,7 @@ in-memory ones of :mod:`bridge.runtime.memory` (for fast tests and tools; one co
 against both).
 
 - :class:`Bus` -- core NATS publishing (a deny's notice, a reply or request delivered locally),
-  and a flush that returns once the server has it;
+  one message or a batch, and a flush that returns once the server has it;
 - :class:`Publisher` -- publishing to a JetStream stream, one answer per message;
 - :class:`Pulled` -- a message pulled from a stream's consumer, settled with ack, nak or term.
 """
@@ -22,6 +22,11 @@ class Bus(Protocol):
         reply: str = "",
         headers: dict[str, str] | None = None,
     ) -> None: ...
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes, dict[str, str]]]) -> None:
+        """Publish every (subject, payload, headers) in order; bad input (a subject or header
+        name NATS cannot carry) raises before any of them is sent."""
+        ...
 
     async def flush(self, timeout: int = 10) -> None:
         """Return once the server has everything published so far (raise if it did not say so

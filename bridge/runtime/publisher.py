@@ -23,6 +23,32 @@ PERMANENT_PREFIX = "JetStream error 400:"
 """How an answer starts when JetStream refused the message itself (a resend gets the same)."""
 
 
+class NatsBus:
+    """Core NATS publishing (:class:`~bridge.runtime.ports.Bus`) on a connection, a batch with
+    the bridge's own frames and one wake of the flusher."""
+
+    def __init__(self, connection: Client) -> None:
+        self.connection = connection
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        reply: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        await natspublish.publish_many(self.connection, [(subject, payload, headers, reply)])
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes, dict[str, str]]]) -> None:
+        await natspublish.publish_many(
+            self.connection,
+            [(subject, payload, headers, "") for subject, payload, headers in messages],
+        )
+
+    async def flush(self, timeout: int = 10) -> None:
+        await self.connection.flush(timeout)
+
+
 class _Batch:
     """The answers of one :meth:`StreamPublisher.publish_many`, one slot per message; its
     future is done once every slot is filled (one future per batch, not per message). A slot

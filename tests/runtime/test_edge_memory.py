@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+from nats.errors import OutboundBufferLimitError
 
 from bridge.audit import AuditTrail, AuditWriteError
 from bridge.contract import HEADER_REASON, HEADER_REPLY_TO, HEADER_STATUS
@@ -231,6 +232,19 @@ async def test_deliveries_nats_did_not_confirm_are_refused_so_the_cloud_sends_th
     assert [answer.code if answer else None for answer in answers] == ["link-lost"] * 2
     edge.bus.fail_flush = None
     assert await edge.bridge.accept(envelopes) == [None, None]  # the same replies: delivered
+
+
+async def test_deliveries_nats_would_not_take_are_refused_so_the_cloud_sends_them_again(
+    edge: Edge,
+) -> None:
+    edge.bus.fail_publish = OutboundBufferLimitError()
+    envelopes = [await reply_from_the_cloud(edge, f"_INBOX.desk.{n}", f"m-{n}") for n in (1, 2)]
+    answers = await edge.bridge.accept(envelopes)
+    assert [answer.code if answer else None for answer in answers] == ["link-lost"] * 2
+    assert edge.bus.published == []
+    edge.bus.fail_publish = None
+    assert await edge.bridge.accept(envelopes) == [None, None]
+    assert [p.subject for p in edge.bus.published] == ["_INBOX.desk.1", "_INBOX.desk.2"]
 
 
 async def test_a_deny_notice_is_remembered_to_be_sent_again(edge: Edge) -> None:

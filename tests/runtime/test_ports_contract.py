@@ -14,12 +14,13 @@ from typing import Any
 
 import nats
 import pytest
+from nats.errors import BadHeaderError
 from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StreamConfig
 
 from bridge.natsserver import NatsServer
 from bridge.runtime.memory import MemoryBus, MemoryStream
 from bridge.runtime.ports import Bus, Publisher, Pulled
-from bridge.runtime.publisher import PERMANENT_PREFIX, StreamPublisher
+from bridge.runtime.publisher import PERMANENT_PREFIX, NatsBus, StreamPublisher
 from tests.eventually import eventually
 
 MAX_MSGS = 5
@@ -84,7 +85,7 @@ async def nats_backend(server: NatsServer) -> AsyncIterator[Backend]:
     async def stored() -> int:
         return int((await js.stream_info("C")).state.messages)
 
-    yield Backend(publisher, connection, pull, published, stored)
+    yield Backend(publisher, NatsBus(connection), pull, published, stored)
     await publisher.stop()
     await connection.close()
 
@@ -174,3 +175,23 @@ async def test_a_core_publish_reaches_subscribers_with_its_headers(backend: Back
 
     await eventually(seen, "the notice", timeout=10, every=0.02)
     assert await backend.published() == [("notice.x", b"", {"Rb-Status": "denied"})]
+
+
+async def test_a_batch_reaches_subscribers_in_order_and_bad_input_sends_none_of_it(
+    backend: Backend,
+) -> None:
+    await backend.bus.publish_many(
+        [("notice.a", b"1", {"X-N": "1"}), ("notice.b", b"2", {}), ("notice.c", b"3", {"X-N": "3"})]
+    )
+    with pytest.raises(BadHeaderError):
+        await backend.bus.publish_many([("notice.d", b"4", {}), ("notice.e", b"5", {"X(y)": "v"})])
+    await backend.bus.publish("notice.z", b"")
+
+    async def seen() -> bool:
+        return len(await backend.published()) >= 4
+
+    await eventually(seen, "the batch and the last notice", timeout=10, every=0.02)
+    assert await backend.published() == [
+        ("notice.a", b"1", {"X-N": "1"}), ("notice.b", b"2", {}), ("notice.c", b"3", {"X-N": "3"}),
+        ("notice.z", b"", {}),
+    ]  # fmt: skip
