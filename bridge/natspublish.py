@@ -10,8 +10,8 @@ character, a header name outside RFC 7230's token characters. As in nats-py, val
 stripped and a CR or LF in one becomes a space, so no value can end its line early.
 
 The frames are appended to the connection's own outgoing buffer and its flusher is woken once
-per batch, the way ``Client.publish`` does it; where a nats-py release no longer has those two
-methods, every message goes through ``Client.publish`` instead (slower, the same bytes).
+per batch, the way ``Client.publish`` does it; where a nats-py release no longer has what this
+uses of it, every message goes through ``Client.publish`` instead (slower, the same bytes).
 """
 
 from __future__ import annotations
@@ -112,12 +112,6 @@ async def publish_many(nc: Client, messages: Sequence[Message]) -> None:
     buffer). Every message is framed before the first is handed over, so bad input sends
     nothing; a connection failing part-way leaves the rest unsent, as with publish.
     """
-    if not RAW:
-        for subject, payload, headers, reply in messages:
-            await nc.publish(
-                subject, payload, reply=reply, headers=None if headers is None else dict(headers)
-            )
-        return
     limit = nc.max_payload
     framed: list[bytes] = []
     size = 0
@@ -126,6 +120,12 @@ async def publish_many(nc: Client, messages: Sequence[Message]) -> None:
             raise MaxPayloadError
         framed.append(frame(subject, payload, reply=reply, headers=headers))
         size += len(payload)
+    if not (RAW and hasattr(nc, "_flush_queue") and hasattr(nc, "_max_pending_size")):
+        for subject, payload, headers, reply in messages:
+            await nc.publish(
+                subject, payload, reply=reply, headers=None if headers is None else dict(headers)
+            )
+        return
     if nc.is_closed:
         raise ConnectionClosedError
     if nc.is_draining_pubs:

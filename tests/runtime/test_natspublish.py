@@ -81,7 +81,11 @@ async def test_a_batch_arrives_as_nats_py_publishes_it(
     assert ours[0].headers["X-Padded"] == "inside"
 
 
-async def test_one_bad_message_sends_none_of_the_batch(nc: Client) -> None:
+@pytest.mark.parametrize("raw", [True, False], ids=["frames", "fallback"])
+async def test_one_bad_message_sends_none_of_the_batch(
+    nc: Client, raw: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(natspublish, "RAW", raw)
     got: list[Msg] = []
 
     async def keep(message: Msg) -> None:
