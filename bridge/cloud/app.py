@@ -127,6 +127,7 @@ class CloudGateway:
         self.replies.gateway = self.gateway
         self.metrics.watch_sites(self.gateway.loads)
         self.loops.spawn("replies-in-progress", self.replies.keep_in_progress)
+        self.loops.spawn("replies-settle", self.replies.run_settlement)
         self.port = await self.gateway.start(settings.listen, settings.health_listen)
         self.status = StatusServer.at(
             settings.http, self.metrics.registry, self.not_ready, self.watch.notes

@@ -36,8 +36,8 @@ from bridge.link import Envelope, LinkGateway, NotConnected, Reject
 from bridge.link.envelope import RETRIABLE
 from bridge.link.outbox import DuplicateInFlight
 from bridge.natsconsume import PullConsumer, keep_in_progress
-from bridge.runtime.background import Background
 from bridge.runtime.headers import header_problem, passthrough
+from bridge.runtime.settlement import Settlement
 from bridge.supervise import frames
 from bridge.tracing import SpanKind
 
@@ -68,7 +68,12 @@ class ReplyForwarder:
         self._stopping = False
         self.forwarded = 0
         self.refused = 0
-        self.background = Background()
+        # Acks, naks and terms of forwarded replies, sent by one task (see run_settlement).
+        self.settlement = Settlement()
+
+    async def run_settlement(self) -> None:
+        """Settle forwarded replies as the site answers them (a supervised loop of the gateway)."""
+        await self.settlement.run()
 
     async def keep_in_progress(self) -> None:
         """Report the replies held for the sites in progress (a supervised loop of the gateway)."""
@@ -122,17 +127,17 @@ class ReplyForwarder:
         for task in self._pumps.values():
             task.cancel()
         await asyncio.gather(*self._pumps.values(), return_exceptions=True)
-        await self.background.drain()
+        await self.settlement.flush()
 
     def on_result(self, token: Any, envelope: Envelope, reject: Reject | None) -> None:
         message: Msg = token
         if reject is None:
             self.forwarded += 1
             self.count("forwarded")
-            self.background.spawn(message.ack())
+            self.settlement.ack(message)
         elif reject.code in RETRIABLE:
             self.count("retried")
-            self.background.spawn(message.nak(delay=1))
+            self.settlement.nak(message, delay=1)
         else:
             self.refused += 1
             self.count("refused")
@@ -141,7 +146,7 @@ class ReplyForwarder:
                 reject.code,
                 extra={"msg_id": envelope.id, "code": reject.code},
             )
-            self.background.spawn(message.term())
+            self.settlement.term(message)
 
     def consumer_config(self, site: str) -> api.ConsumerConfig:
         """The site's durable on RB_REPLY: it keeps the site's replies until they are forwarded."""

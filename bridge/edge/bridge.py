@@ -11,7 +11,6 @@ bridge reports itself unhealthy until a write succeeds.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +54,7 @@ from bridge.policy.subjects import subject_error
 from bridge.runtime.background import Background
 from bridge.runtime.headers import header_problem, passthrough
 from bridge.runtime.ports import Bus, Publisher, Pulled
+from bridge.runtime.settlement import Settlement
 from bridge.tracing import Span, SpanKind
 
 log = logging.getLogger("rbridge.edge")
@@ -97,50 +97,6 @@ class Pending:
     capability: str
     reply_to: str
     span: Span | None = None  # the link send's span (tracing on): ended by the cloud's answer
-
-
-class Settlement:
-    """Acks, naks and terms gathered from callbacks and sent by one task, in order."""
-
-    def __init__(self) -> None:
-        self._queue: list[tuple[str, Pulled, float | None]] = []
-        self._ready = asyncio.Event()
-
-    def ack(self, message: Pulled) -> None:
-        self._queue.append(("ack", message, None))
-        self._ready.set()
-
-    def nak(self, message: Pulled, delay: float | None = None) -> None:
-        self._queue.append(("nak", message, delay))
-        self._ready.set()
-
-    def term(self, message: Pulled) -> None:
-        self._queue.append(("term", message, None))
-        self._ready.set()
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    async def run(self) -> None:
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            await self.flush()
-
-    async def flush(self) -> None:
-        batch, self._queue = self._queue, []
-        for kind, message, delay in batch:
-            try:
-                if kind == "ack":
-                    await message.ack()
-                elif kind == "nak":
-                    await message.nak(delay=delay)
-                else:
-                    await message.term()
-            except (
-                Exception
-            ) as error:  # an already-settled message, or NATS gone: redelivery covers it
-                log.debug("could not %s a message: %s", kind, type(error).__name__)
 
 
 class EdgeBridge:
