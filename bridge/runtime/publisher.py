@@ -4,6 +4,10 @@ Awaiting ``js.publish`` one message at a time caps a Python process at ~17k mess
 batch is published back to back, each with its own reply subject under one wildcard inbox, and
 the PubAcks are matched by that subject. A PubAck means JetStream stored the message (or had
 it already: a duplicate inside the stream's window is acknowledged as such, and is fine).
+Messages are framed by :mod:`bridge.natspublish` and handed over a batch at a time; the PubAcks
+of a batch fill one list, with one future for the batch.
+
+:class:`NatsBus` is the same framing for core NATS (the edge's deliveries to local agents).
 """
 
 from __future__ import annotations
