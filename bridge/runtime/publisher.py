@@ -19,9 +19,8 @@ from typing import Any
 
 import orjson
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
-from bridge import natspublish
+from bridge import natsanswers, natspublish
 
 PERMANENT_PREFIX = "JetStream error 400:"
 """How an answer starts when JetStream refused the message itself (a resend gets the same)."""
@@ -84,20 +83,22 @@ class StreamPublisher:
 
     async def start(self) -> None:
         self._prefix = self.connection.new_inbox()
-        self._subscription = await self.connection.subscribe(f"{self._prefix}.*", cb=self._on_ack)
+        self._subscription = await natsanswers.subscribe_answers(
+            self.connection, f"{self._prefix}.*", self._on_ack
+        )
 
     async def stop(self) -> None:
         if self._subscription is not None:
-            await self._subscription.unsubscribe()
+            await natsanswers.unsubscribe_answers(self.connection, self._subscription)
             self._subscription = None
         waiting, self._waiting = self._waiting, {}
         for batch, slot in waiting.values():
             batch.answer(slot, "publisher stopped")
 
-    async def _on_ack(self, message: Msg) -> None:
-        waiting = self._waiting.pop(message.subject.rpartition(".")[2], None)
+    def _on_ack(self, subject: str, data: bytes, status: str | None) -> None:
+        waiting = self._waiting.pop(subject.rpartition(".")[2], None)
         if waiting is not None:
-            waiting[0].answer(waiting[1], _verdict(message))
+            waiting[0].answer(waiting[1], _verdict(data, status))
 
     async def publish_many(
         self, items: Sequence[tuple[str, bytes, Mapping[str, str]]]
@@ -125,13 +126,12 @@ class StreamPublisher:
         return batch.answers
 
 
-def _verdict(message: Msg) -> str | None:
+def _verdict(data: bytes, status: str | None) -> str | None:
     """What a PubAck says: None when the message is stored, else why not."""
-    status = (message.headers or {}).get("Status")
     if status == "503":
         return "no stream takes this subject (503 no responders)"
     try:
-        answer = orjson.loads(message.data)
+        answer = orjson.loads(data)
     except orjson.JSONDecodeError:
         return "unreadable PubAck"
     error = answer.get("error") if isinstance(answer, dict) else None

@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import BadHeaderError, ConnectionClosedError, MaxPayloadError
 
-from bridge import natspublish
+from bridge import natsanswers, natspublish
 from bridge.natsserver import NatsServer
 from bridge.runtime.publisher import StreamPublisher
 
@@ -118,9 +118,14 @@ async def test_a_closed_connection_refuses_the_batch(nats_server: NatsServer) ->
         await natspublish.publish_many(client, [("t.x", b"1", {"A": "b"}, "")])
 
 
-async def test_every_message_of_a_batch_gets_its_own_answer(nc: Client) -> None:
+@pytest.mark.parametrize("hook", [True, False], ids=["read-off-the-wire", "through-nats-py"])
+async def test_every_message_of_a_batch_gets_its_own_answer(
+    nc: Client, hook: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Stored, no stream, no answer in time: each message is told apart, in order, and a
-    publisher stopped while waiting answers what is left."""
+    publisher stopped while waiting answers what is left (PubAcks read by the connection's
+    reader directly, or through nats-py's callbacks)."""
+    monkeypatch.setattr(natsanswers, "HOOK", hook)
     await nc.jetstream().add_stream(name="S", subjects=["s.>"])
     silent = await nc.subscribe("quiet.>", cb=None)  # takes the message, never answers it
     publisher = StreamPublisher(nc, timeout=1)
