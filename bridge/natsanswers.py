@@ -54,12 +54,11 @@ def _routes(nc: Client) -> dict[int, Answer]:
         routes = {}
         original = nc._process_msg
         stats = nc.stats
-        found = routes
 
         async def process(
             sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
         ) -> Any:
-            answer = found.get(sid)
+            answer = routes.get(sid)
             if answer is None:
                 return await original(sid, subject, reply, data, headers)
             stats["in_msgs"] += 1
