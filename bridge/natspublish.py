@@ -29,8 +29,8 @@ from nats.errors import (
     OutboundBufferLimitError,
 )
 
-# RFC 7230 token characters, as nats-py requires of a header name.
-_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""RFC 7230 token characters: what nats-py (and this module) accept as a header name."""
 # nats-py refuses whitespace and CR/LF in a subject; NUL and the other controls go too.
 _BAD_SUBJECT = re.compile(r"[\x00-\x20\x7f]")
 _NEWLINES = str.maketrans({"\r": " ", "\n": " "})
@@ -55,7 +55,7 @@ def check_subject(subject: str) -> None:
 def _name(name: str) -> str:
     """The header name as sent (stripped; "" to leave the header out, as nats-py does)."""
     stripped = name.strip()
-    if stripped and not _NAME.fullmatch(stripped):
+    if stripped and not HEADER_NAME.fullmatch(stripped):
         raise BadHeaderError(stripped)
     if stripped and stripped == name and len(_GOOD_NAMES) < _GOOD_NAMES_LIMIT:
         _GOOD_NAMES.add(name)

@@ -52,7 +52,7 @@ from bridge.policy.payload import PayloadError
 from bridge.policy.reasons import Reason, ReasonKind
 from bridge.policy.subjects import subject_error
 from bridge.runtime.background import Background
-from bridge.runtime.headers import header_problem, passthrough
+from bridge.runtime.headers import carriable, header_problem, passthrough
 from bridge.runtime.ports import Bus, Publisher, Pulled
 from bridge.runtime.settlement import Settlement
 from bridge.tracing import Span, SpanKind
@@ -298,7 +298,9 @@ class EdgeBridge:
         with why, in RB_QUARANTINE for review: when quarantine is enabled."""
         if not self.quarantine:
             return
-        headers = passthrough(message.headers or {})
+        # A message denied for its headers keeps those it can carry (the rest would fail the
+        # publish, and the copy with them).
+        headers = carriable(passthrough(message.headers or {}))
         headers.update({HEADER_REASON: reason, HEADER_RULE: rule})
         capability = message.subject[len(OUTBOUND_PREFIX) :]
         subject = QUARANTINE_PREFIX + (

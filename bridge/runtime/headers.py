@@ -6,30 +6,34 @@ import re
 from collections.abc import Mapping
 
 from bridge.contract import RESERVED_HEADER_PREFIXES
+from bridge.natspublish import HEADER_NAME
 
 _RESERVED = tuple(prefix.lower() for prefix in RESERVED_HEADER_PREFIXES)
 MAX_HEADER_VALUE = 1024
 MAX_HEADERS = 32
-# RFC 7230 token characters: what NATS clients accept as a header name (nats-py refuses to
-# publish any other), so a header that passed here can always be published on.
-_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 
 
 def header_problem(headers: Mapping[str, str]) -> str | None:
-    """Why these headers are unacceptable (a name that is not an RFC 7230 token, CR/LF/NUL in a
-    value, oversize, too many), or None."""
+    """Why these headers are unacceptable (a name that is not an RFC 7230 token, which NATS
+    clients will not publish, CR/LF/NUL in a value, oversize, too many), or None."""
     if len(headers) > MAX_HEADERS:
         return f"{len(headers)} headers exceed the limit of {MAX_HEADERS}"
     for name, value in headers.items():
-        # One regex search per string: this runs for every message on the hot path.
-        if not _NAME.fullmatch(name):
+        # One regex per string: this runs for every message on the hot path.
+        if not HEADER_NAME.fullmatch(name):
             return "a header name contains a forbidden character (letters, digits and !#$%&'*+-.^_`|~ only)"
         if _BAD_VALUE.search(value):
             return f"header {name[:40]!r} contains CR, LF or NUL"
         if len(value) > MAX_HEADER_VALUE:
             return f"header {name[:40]!r} is longer than {MAX_HEADER_VALUE} characters"
     return None
+
+
+def carriable(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers that pass :func:`header_problem` one by one: what a copy of a message refused
+    for its headers can still carry."""
+    return {name: value for name, value in headers.items() if not header_problem({name: value})}
 
 
 def passthrough(headers: Mapping[str, str]) -> dict[str, str]:

@@ -131,6 +131,27 @@ async def test_a_denied_message_is_terminated_quarantined_and_its_sender_told(ed
 
 
 @pytest.mark.parametrize(
+    "bad",
+    [{"X(note)": "v"}, {"X-Note": "a\r\nb"}, {"X-Nul": "a\x00"}, {"X-Big": "x" * 2000}],
+    ids=["name", "crlf", "nul", "too-long"],
+)
+async def test_a_message_denied_for_its_headers_is_quarantined_with_those_it_can_carry(
+    edge: Edge, bad: dict[str, str]
+) -> None:
+    # Stored as a client that does not check header names would store it (the stand-in's own
+    # publish refuses what NATS clients refuse).
+    headers = {"Rb-Class": "confidential", "X-Keep": "kept", **bad}
+    assert edge.outbound._store("rb.out.docs.parse", orjson.dumps(CLAIM), headers) is None
+    await edge.run()
+    (record,) = read_records(edge.audit_dir)
+    assert (record["decision"], record["reason"]) == ("deny", "bad-header")
+    ((_, kept),) = edge.quarantine.stored.items()
+    assert kept.headers["X-Keep"] == "kept"
+    assert kept.headers[HEADER_REASON] == "bad-header"
+    assert not set(bad) & set(kept.headers)
+
+
+@pytest.mark.parametrize(
     ("code", "settled"),
     [("link-lost", "put back"), ("store-failed", "put back"), ("leak-guard", "terminated")],
 )
@@ -223,28 +244,25 @@ async def test_a_reply_with_headers_nats_cannot_carry_is_refused_alone(
     assert refused["reason"] == "bad-header"
 
 
-async def test_deliveries_nats_did_not_confirm_are_refused_so_the_cloud_sends_them_again(
-    edge: Edge,
+@pytest.mark.parametrize(
+    ("failure", "error", "published_first"),
+    [
+        ("fail_flush", TimeoutError(), ["_INBOX.desk.1", "_INBOX.desk.2"]),  # sent, unconfirmed
+        ("fail_publish", OutboundBufferLimitError(), []),  # not taken at all
+    ],
+    ids=["not-confirmed", "not-taken"],
+)
+async def test_deliveries_nats_did_not_take_or_confirm_are_refused_so_the_cloud_sends_them_again(
+    edge: Edge, failure: str, error: Exception, published_first: list[str]
 ) -> None:
-    edge.bus.fail_flush = TimeoutError()
+    setattr(edge.bus, failure, error)
     envelopes = [await reply_from_the_cloud(edge, f"_INBOX.desk.{n}", f"m-{n}") for n in (1, 2)]
     answers = await edge.bridge.accept(envelopes)
     assert [answer.code if answer else None for answer in answers] == ["link-lost"] * 2
-    edge.bus.fail_flush = None
+    assert [p.subject for p in edge.bus.published] == published_first
+    setattr(edge.bus, failure, None)
     assert await edge.bridge.accept(envelopes) == [None, None]  # the same replies: delivered
-
-
-async def test_deliveries_nats_would_not_take_are_refused_so_the_cloud_sends_them_again(
-    edge: Edge,
-) -> None:
-    edge.bus.fail_publish = OutboundBufferLimitError()
-    envelopes = [await reply_from_the_cloud(edge, f"_INBOX.desk.{n}", f"m-{n}") for n in (1, 2)]
-    answers = await edge.bridge.accept(envelopes)
-    assert [answer.code if answer else None for answer in answers] == ["link-lost"] * 2
-    assert edge.bus.published == []
-    edge.bus.fail_publish = None
-    assert await edge.bridge.accept(envelopes) == [None, None]
-    assert [p.subject for p in edge.bus.published] == ["_INBOX.desk.1", "_INBOX.desk.2"]
+    assert [p.subject for p in edge.bus.published][-2:] == ["_INBOX.desk.1", "_INBOX.desk.2"]
 
 
 async def test_a_deny_notice_is_remembered_to_be_sent_again(edge: Edge) -> None:
