@@ -7,37 +7,24 @@ gives the answers of a subscription made with :func:`subscribe_answers` to a pla
 once (subject, payload, and the inline status of a control reply such as 503 no responders),
 and everything else to nats-py as before. The hook uses a private method of nats-py's client;
 where a release no longer has it, the answers take the ordinary callback path (slower, the
-same results).
+same results). See :mod:`bridge.natsread`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bridge import natsread
+
 log = logging.getLogger("rbridge.nats")
 
 Answer = Callable[[str, bytes, "str | None"], None]
 """Called with the subject, the payload and the inline status ("503"), if any."""
-
-HOOK = hasattr(Client, "_process_msg")
-"""Whether this nats-py's reader can hand answers over directly (else through callbacks)."""
-
-_ROUTES = "_rbridge_answer_routes"
-
-
-def _status(headers: bytes | None) -> str | None:
-    """The inline status of a header block (``NATS/1.0 503``), as nats-py reads it."""
-    if headers and headers[8:9] == b" ":
-        code = headers[9:12]
-        if code.isdigit():
-            return code.decode()
-    return None
 
 
 def _hand_over(answer: Answer, subject: str, data: bytes, status: str | None) -> None:
@@ -45,30 +32,6 @@ def _hand_over(answer: Answer, subject: str, data: bytes, status: str | None) ->
         answer(subject, data, status)
     except Exception as error:  # never break the connection's reader
         log.warning("an answer could not be handled: %s", type(error).__name__)
-
-
-def _routes(nc: Client) -> dict[int, Answer]:
-    """The connection's answer routes by subscription id, hooking its reader the first time."""
-    routes: dict[int, Answer] | None = nc.__dict__.get(_ROUTES)
-    if routes is None:
-        routes = {}
-        original = nc._process_msg
-        stats = nc.stats
-
-        async def process(
-            sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
-        ) -> Any:
-            answer = routes.get(sid)
-            if answer is None:
-                return await original(sid, subject, reply, data, headers)
-            stats["in_msgs"] += 1
-            stats["in_bytes"] += len(data)
-            _hand_over(answer, subject.decode(), data, _status(headers))
-            return None
-
-        nc._process_msg = process  # type: ignore[method-assign]
-        setattr(nc, _ROUTES, routes)
-    return routes
 
 
 async def subscribe_answers(nc: Client, subject: str, answer: Answer) -> Subscription:
@@ -79,14 +42,16 @@ async def subscribe_answers(nc: Client, subject: str, answer: Answer) -> Subscri
         status = (message.headers or {}).get("Status")
         _hand_over(answer, message.subject, message.data, status)
 
+    def off_the_wire(subject: bytes, _reply: bytes, data: bytes, headers: bytes) -> bool:
+        _hand_over(answer, subject.decode(), data, natsread.status_of(headers))
+        return True
+
     subscription = await nc.subscribe(subject, cb=through_nats_py)
-    if HOOK:
-        _routes(nc)[subscription._id] = answer
+    if natsread.HOOK:
+        natsread.route(nc, subscription._id, off_the_wire)
     return subscription
 
 
 async def unsubscribe_answers(nc: Client, subscription: Subscription) -> None:
-    routes: dict[int, Answer] | None = nc.__dict__.get(_ROUTES)
-    if routes is not None:
-        routes.pop(subscription._id, None)
+    natsread.unroute(nc, subscription._id)
     await subscription.unsubscribe()

@@ -23,13 +23,14 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bridge import natspublish, natsread
 from bridge.errors import RbridgeError
 
 log = logging.getLogger("rbridge.consume")
@@ -88,6 +89,7 @@ class PullConsumer:
         self._closed = False
         self._inbox = ""
         self._subscription: Subscription | None = None
+        self._sid = 0
         self._watch: asyncio.Task[None] | None = None
         self._last_heard = 0.0
         self._last_request = 0.0
@@ -104,6 +106,9 @@ class PullConsumer:
     async def start(self) -> None:
         self._inbox = self.nc.new_inbox()
         self._subscription = await self.nc.subscribe(self._inbox, cb=self._on_message)
+        self._sid = self._subscription._id
+        if natsread.HOOK:
+            natsread.route(self.nc, self._sid, self._off_the_wire)
         self._last_heard = time.monotonic()
         await self._ask()
         self._watch = asyncio.create_task(self._watch_heartbeats(), name="consume-heartbeats")
@@ -122,6 +127,7 @@ class PullConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         if self._subscription is not None:
+            natsread.unroute(self.nc, self._sid)
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
 
@@ -187,15 +193,37 @@ class PullConsumer:
         self.requests += 1
         self._last_request = time.monotonic()
 
-    async def _on_message(self, message: Msg) -> None:
+    def _deliver(self, message: Msg) -> None:
         self._last_heard = time.monotonic()
+        if self._asked:
+            self._asked -= 1
+        self._buffer.append(message)
+        self._arrived.set()
+
+    def _off_the_wire(self, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> bool:
+        """A message as the connection's reader parsed it; one with an inline status (a
+        heartbeat, the end of a request: rare) is left to nats-py and :meth:`_on_message`."""
+        if headers and natsread.has_status(headers):
+            return False
+        self._deliver(
+            Msg(
+                _client=self.nc,
+                subject=subject.decode(),
+                reply=reply.decode(),
+                data=data,
+                headers=natsread.parse_headers(headers) if headers else None,
+                _sid=self._sid,
+            )
+        )
+        return True
+
+    async def _on_message(self, message: Msg) -> None:
         headers = message.headers
         status = headers.get(_STATUS) if headers else None
         if status is None:
-            self._asked = max(0, self._asked - 1)
-            self._buffer.append(message)
-            self._arrived.set()
+            self._deliver(message)
             return
+        self._last_heard = time.monotonic()
         if status == _HEARTBEAT:
             self.heartbeats += 1
             return
@@ -233,6 +261,34 @@ class PullConsumer:
             await self._ask()  # also when nothing is asked for (a failed publish, say)
 
 
+_SETTLE = {"ack": b"+ACK", "nak": b"-NAK", "term": b"+TERM"}
+
+
+async def settle_many(nc: Client, settled: Sequence[tuple[str, Msg, float | None]]) -> None:
+    """Send ("ack" | "nak" | "term", message, nak delay) for each message of a pull consumer
+    on ``nc``, with one wake of the connection: the bytes nats-py's ``Msg.ack``, ``nak`` and
+    ``term`` send, one publish each. A message already settled, or not from JetStream, is
+    left out. Raises what publishing raises (a closed connection: nothing is marked settled).
+    """
+    frames: list[natspublish.Message] = []
+    marked: list[Msg] = []
+    for kind, message, delay in settled:
+        if not message.reply or message._ackd:
+            continue
+        payload = _SETTLE[kind]
+        if delay:
+            payload += b' {"delay": %d}' % int(delay * 1e9)
+        frames.append((message.reply, payload, None, ""))
+        message._ackd = True  # (a second settling in this batch is left out)
+        marked.append(message)
+    try:
+        await natspublish.publish_many(nc, frames)
+    except BaseException:
+        for message in marked:
+            message._ackd = False
+        raise
+
+
 async def keep_in_progress(nc: Client, held: Callable[[], Iterable[Msg]], *, every: float) -> None:
     """Every ``every`` seconds, tell the server that each message ``held()`` yields (taken, sent
     on, not yet settled) is still being worked on. With it a consumer can run with a short
@@ -241,8 +297,8 @@ async def keep_in_progress(nc: Client, held: Callable[[], Iterable[Msg]], *, eve
     while True:
         await asyncio.sleep(every)
         try:
-            for message in list(held()):
-                if message.reply:
-                    await nc.publish(message.reply, _IN_PROGRESS)
+            await natspublish.publish_many(
+                nc, [(m.reply, _IN_PROGRESS, None, "") for m in list(held()) if m.reply]
+            )
         except Exception as error:  # disconnected: the next round, or redelivery, covers it
             log.debug("in-progress not sent: %s", type(error).__name__)

@@ -17,15 +17,24 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 
-from bridge.natsconsume import PullConsumer, keep_in_progress
+from bridge import natsread
+from bridge.natsconsume import PullConsumer, keep_in_progress, settle_many
 from bridge.natsserver import NatsServer
+from bridge.runtime.settlement import Settlement
 from tests.runtime.world import World
 
 STREAM, DURABLE = "RB_TEST", "worker"
 
 
+@pytest.fixture(params=[True, False], ids=["read-off-the-wire", "through-nats-py"])
+def reading(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Each consumer test runs on both paths: messages read off the wire, and nats-py's."""
+    monkeypatch.setattr(natsread, "HOOK", request.param)
+    return bool(request.param)
+
+
 @pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
+async def nc(nats_server: NatsServer, reading: bool) -> AsyncIterator[Client]:
     client = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     js = client.jetstream()
     await js.add_stream(name=STREAM, subjects=["test.>"])
@@ -53,9 +62,12 @@ async def take_all(consumer: PullConsumer, count: int, timeout: float = 30) -> l
     return taken
 
 
-async def test_messages_arrive_as_they_are_stored_and_in_batches_under_load(nc: Client) -> None:
+async def test_messages_arrive_as_they_are_stored_and_in_batches_under_load(
+    nc: Client, reading: bool
+) -> None:
     consumer = PullConsumer(nc, STREAM, DURABLE, batch=64, expires=5, heartbeat=1)
     await consumer.start()
+    assert natsread.routed(nc) is reading  # which of the two paths this is
     try:
         await publish(nc, 1)
         (first,) = await take_all(consumer, 1)
@@ -133,7 +145,9 @@ async def test_what_is_asked_for_and_held_never_exceeds_the_batch(nc: Client) ->
 
 
 @pytest.mark.servers
-async def test_a_restarted_server_is_noticed_by_the_missing_heartbeats(tmp_path: Path) -> None:
+async def test_a_restarted_server_is_noticed_by_the_missing_heartbeats(
+    tmp_path: Path, reading: bool
+) -> None:
     server = NatsServer(tmp_path / "nats")
     server.start()
     client = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
@@ -157,7 +171,9 @@ async def test_a_restarted_server_is_noticed_by_the_missing_heartbeats(tmp_path:
                     await asyncio.sleep(0.1)
         taken = await take_all(consumer, 3)
         assert [m.data for m in taken] == [b"0", b"1", b"2"]
+        assert [m.headers for m in taken] == [{"Nats-Msg-Id": str(n)} for n in range(3)]
         assert consumer.resets >= 1
+        assert natsread.routed(client) is reading  # the route outlived the reconnect
         await consumer.stop()
     finally:
         await client.close()
@@ -241,3 +257,101 @@ async def test_the_runtimes_and_a_cloud_agent_ask_nothing_at_idle_beyond_one_req
         for watcher in watchers:
             await watcher.close()
         await agent.stop()
+
+
+async def test_headers_are_read_as_nats_py_reads_them_and_settling_works(
+    nc: Client, reading: bool
+) -> None:
+    """Headers no NATS client would send (a raw-protocol publisher: names with spaces or
+    non-ASCII, a name twice, a value with invalid UTF-8, a line without a colon) reach the
+    consumer as nats-py's own parse gives them; ack, nak with a delay and term settle."""
+    block = (
+        b"NATS/1.0\r\nRb-Class: internal\r\nBad Name: x\r\nR\xc3\xa9sum\xc3\xa9: y\r\n"
+        b"Twice: 1\r\ntwice: 2\r\nTwice:3\r\nNo colon here\r\nValue:  \xff\xfe ok \r\n"
+        b":empty name\r\n\r\n"
+    )
+    payload = b"{}"
+    frame = b"HPUB test.raw %d %d\r\n%b%b\r\n" % (
+        len(block),
+        len(block) + len(payload),
+        block,
+        payload,
+    )
+    expected = nc._parse_header_lines(block[10:])
+    assert "Bad Name" not in expected
+    assert expected["Twice"] == "3"
+    assert nc.connected_url is not None
+    reader, writer = await asyncio.open_connection(nc.connected_url.hostname, nc.connected_url.port)
+    await reader.readline()  # INFO
+    writer.write(b'CONNECT {"verbose":false,"headers":true}\r\n' + frame * 3 + b"PING\r\n")
+    await writer.drain()
+    assert (await reader.readline()).startswith(b"PONG")
+    writer.close()
+    consumer = PullConsumer(nc, STREAM, DURABLE, batch=8, expires=5, heartbeat=1)
+    await consumer.start()
+    assert natsread.routed(nc) is reading
+    try:
+        first, second, third = await take_all(consumer, 3)
+        assert [m.headers for m in (first, second, third)] == [expected] * 3
+        assert first.subject == "test.raw"
+        assert first.data == payload
+        assert first.metadata.sequence.stream == 1
+        assert first.metadata.num_delivered == 1
+        await first.ack()
+        await second.nak(delay=0.2)
+        await third.term()
+        (again,) = await take_all(consumer, 1)
+        assert again.metadata.sequence.stream == 2
+        assert again.metadata.num_delivered == 2
+        await again.ack()
+        await nc.flush()
+        info = await nc.jetstream().consumer_info(STREAM, DURABLE)
+        assert info.num_ack_pending == 0
+        assert info.num_pending == 0
+    finally:
+        await consumer.stop()
+
+
+async def test_settlement_sends_acks_naks_and_terms_together(nc: Client) -> None:
+    """The runtimes' Settlement frames what queued up for a real consumer as one batch: each
+    message settles as queued, a second settling of one is left out, a nak's delay holds."""
+    await publish(nc, 4)
+    consumer = PullConsumer(nc, STREAM, DURABLE, batch=8, expires=5, heartbeat=1)
+    await consumer.start()
+    try:
+        acked, naked, termed, late = await take_all(consumer, 4)
+        settlement = Settlement()
+        settlement.ack(acked)
+        settlement.nak(naked, delay=0.3)
+        settlement.term(termed)
+        settlement.term(acked)  # settled already in this batch: left out
+        settlement.nak(late)
+        sent = nc.stats["out_msgs"]
+        await settlement.flush()
+        assert nc.stats["out_msgs"] - sent == 4
+        again = await take_all(consumer, 2)
+        assert sorted((m.data, m.metadata.num_delivered) for m in again) == [(b"1", 2), (b"3", 2)]
+        settlement.ack(again[0])
+        settlement.ack(again[1])
+        await settlement.flush()
+        await nc.flush()
+        info = await nc.jetstream().consumer_info(STREAM, DURABLE)
+        assert info.num_ack_pending == 0
+        assert info.num_pending == 0
+    finally:
+        await consumer.stop()
+
+
+async def test_settling_on_a_closed_connection_leaves_the_messages_unsettled(
+    nats_server: NatsServer, nc: Client
+) -> None:
+    await publish(nc, 1)
+    doomed = await nats.connect(nats_server.url)
+    consumer = PullConsumer(doomed, STREAM, DURABLE, batch=1, expires=5, heartbeat=1)
+    await consumer.start()
+    (message,) = await take_all(consumer, 1)
+    await consumer.stop()
+    await doomed.close()
+    with pytest.raises(nats.errors.ConnectionClosedError):
+        await settle_many(doomed, [("ack", message, None)])
+    assert not message._ackd  # still to be settled (or redelivered after ack_wait)

@@ -13,7 +13,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from bridge import natsanswers, natspublish
+from bridge import natsanswers, natspublish, natsread
 from bridge.natsserver import NatsServer
 
 
@@ -34,7 +34,7 @@ async def until(condition: Callable[[], bool], timeout: float = 30) -> None:
 async def test_answers_and_other_messages_each_reach_their_own(
     nc: Client, hook: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(natsanswers, "HOOK", hook)
+    monkeypatch.setattr(natsread, "HOOK", hook)
     answers: list[tuple[str, bytes, str | None]] = []
     others: list[Msg] = []
 
@@ -45,7 +45,7 @@ async def test_answers_and_other_messages_each_reach_their_own(
     subscription = await natsanswers.subscribe_answers(
         nc, "answers.*", lambda *answer: answers.append(answer)
     )
-    assert (natsanswers._ROUTES in nc.__dict__) is hook  # which of the two paths this is
+    assert natsread.routed(nc) is hook  # which of the two paths this is
     before = nc.stats["in_msgs"]
     await natspublish.publish_many(
         nc,

@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import BadHeaderError, ConnectionClosedError, MaxPayloadError
 
-from bridge import natsanswers, natspublish
+from bridge import natspublish, natsread
 from bridge.natsserver import NatsServer
 from bridge.runtime.publisher import StreamPublisher
 
@@ -125,7 +125,7 @@ async def test_every_message_of_a_batch_gets_its_own_answer(
     """Stored, no stream, no answer in time: each message is told apart, in order, and a
     publisher stopped while waiting answers what is left (PubAcks read by the connection's
     reader directly, or through nats-py's callbacks)."""
-    monkeypatch.setattr(natsanswers, "HOOK", hook)
+    monkeypatch.setattr(natsread, "HOOK", hook)
     await nc.jetstream().add_stream(name="S", subjects=["s.>"])
     silent = await nc.subscribe("quiet.>", cb=None)  # takes the message, never answers it
     publisher = StreamPublisher(nc, timeout=1)
