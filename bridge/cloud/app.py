@@ -15,7 +15,7 @@ from bridge.cloud.store import CloudGuard, CloudStore
 from bridge.contract import INBOUND_PREFIX, REPLY_PREFIX, STREAM_IN, STREAM_REPLY
 from bridge.link import LinkGateway, Revocations, ServerTLS, TLSFiles
 from bridge.natsconnect import replicas_for
-from bridge.runtime import systemd
+from bridge.runtime import heap, systemd
 from bridge.runtime.http import StatusServer
 from bridge.runtime.natsconn import connect
 from bridge.runtime.publisher import StreamPublisher
@@ -193,6 +193,7 @@ async def run(settings: CloudSettings) -> None:
     """Run until SIGTERM or SIGINT, then stop cleanly within the grace period."""
     cloud = CloudGateway(settings)
     await cloud.start()
+    heap.settle()  # started: what it holds now is never garbage
     # A JSON log line like every other (the journal and log shippers read one format).
     log.info(
         "rbridge cloud: link on %s:%d, status on port %d",

@@ -28,7 +28,7 @@ from bridge.link import ClientTLS, EdgeLink, Hello, LinkSettings, TLSFiles
 from bridge.natsconnect import replicas_for
 from bridge.natsconsume import PullConsumer, keep_in_progress
 from bridge.policy import ResidencyPolicy
-from bridge.runtime import systemd
+from bridge.runtime import heap, systemd
 from bridge.runtime.http import StatusServer
 from bridge.runtime.natsconn import connect
 from bridge.runtime.publisher import NatsBus, StreamPublisher
@@ -375,6 +375,7 @@ async def run(settings: EdgeSettings) -> None:
     """Run until SIGTERM or SIGINT, reloading the policy on SIGHUP, then stop cleanly."""
     app = EdgeApp(settings)
     await app.start()
+    heap.settle()  # started: what it holds now is never garbage
     # A JSON log line like every other (the journal and log shippers read one format).
     log.info("rbridge edge: site %s, status on port %d", settings.site, app.http_port)
     try:
