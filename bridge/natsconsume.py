@@ -14,6 +14,11 @@ written off and asked for again.
 Accounting: what was asked for and not yet delivered, plus what was delivered and not yet taken
 by :meth:`PullConsumer.take`, never exceeds ``batch``; a slow processor therefore holds back the
 server instead of piling messages up here.
+
+The messages are read off the wire (:mod:`bridge.natsread`): the connection's reader hands each
+one to the consumer as it parses it, with nats-py's own header reading, as nats-py's message
+object; the inline statuses (heartbeats, the ends of requests) take nats-py's ordinary path.
+:func:`settle_many` acks, naks and terms a batch with one wake of the connection.
 """
 
 from __future__ import annotations
@@ -281,6 +286,8 @@ async def settle_many(nc: Client, settled: Sequence[tuple[str, Msg, float | None
         frames.append((message.reply, payload, None, ""))
         message._ackd = True  # (a second settling in this batch is left out)
         marked.append(message)
+    if not frames:
+        return
     try:
         await natspublish.publish_many(nc, frames)
     except BaseException:
