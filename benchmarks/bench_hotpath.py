@@ -1,6 +1,7 @@
 """The hot path, in one run: round trips against one JetStream hop, CPU at idle, recovery.
 
 Run: .venv/bin/python -m benchmarks.bench_hotpath [--sync always|default] [--idle-seconds N]
+     [--only latency|hops|idle|recovery ...]
 
 Measured on this machine, in this run, with real nats-server processes and the runtimes as
 separate processes (1 KiB claims):
@@ -10,6 +11,10 @@ separate processes (1 KiB claims):
   -> gateway -> link -> edge -> agent at the same rates, its ratio to the hop (target: p50 and
   p99 at most 4x), and the time in each of its three legs (to RB_IN, in the cloud agent's
   consumer, back to the agent), from the timestamps JetStream and the agents give;
+- the same round trip at 10 msg/s hop by hop, from the bridge's own spans (tracing on, every
+  request sampled, exported to a receiver in this process): agent -> the edge's decision ->
+  the gateway's store -> stored in RB_IN -> the cloud agent -> the reply pump -> the edge's
+  re-identification -> the agent;
 - CPU of every process over ``--idle-seconds`` with no traffic (edge bridge, gateway, the example
   cloud agents, both NATS servers; target at most 1 % of a core each);
 - after SIGKILL of the edge bridge, then of the gateway, under a steady 500 requests/s and a
@@ -23,15 +28,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import nats
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from benchmarks.bench_e2e import (
     CLAIM,
@@ -152,11 +161,10 @@ class CloudAnswerer:
             self.stored[msg_id] = message.metadata.timestamp.timestamp()
             self.received[msg_id] = now
             self.answered[msg_id] = time.time()
-            await self.nc.publish(
-                f"rb.reply.{headers['Rb-Site']}",
-                b'{"ok":true}',
-                headers={"Rb-Reply": headers["Rb-Reply"], "Rb-Capability": "docs.parse"},
-            )
+            reply = {"Rb-Reply": headers["Rb-Reply"], "Rb-Capability": "docs.parse"}
+            if "traceparent" in headers:  # the reply continues the request's trace
+                reply["traceparent"] = headers["traceparent"]
+            await self.nc.publish(f"rb.reply.{headers['Rb-Site']}", b'{"ok":true}', headers=reply)
             await message.ack()
 
         await js.subscribe(subject, durable="agent", manual_ack=True, cb=answer, stream="RB_IN")
@@ -173,6 +181,7 @@ class Asker:
         self.sent: dict[str, tuple[float, float]] = {}  # msg id -> (perf counter, wall time)
         self.answers: dict[str, tuple[float, float]] = {}
         self.changed = asyncio.Event()
+        self.traces: dict[str, str] | None = None  # msg id -> trace id, when sending traced
 
     async def start(self) -> None:
         self.nc = await nats.connect(self.url)
@@ -189,12 +198,13 @@ class Asker:
         await self.nc.flush()
 
     async def ask(self, name: str) -> None:
+        headers = {"Rb-Class": "confidential", "Rb-Reply-To": self.inbox, "Nats-Msg-Id": name}
+        if self.traces is not None:  # a sampled trace of its own, so its spans can be found
+            trace_id = os.urandom(16).hex()
+            self.traces[f"plant-a/{name}"] = trace_id
+            headers["traceparent"] = f"00-{trace_id}-{os.urandom(8).hex()}-01"
         self.sent[f"plant-a/{name}"] = (time.perf_counter(), time.time())
-        await self.nc.publish(
-            "rb.out.docs.parse",
-            CLAIM,
-            headers={"Rb-Class": "confidential", "Rb-Reply-To": self.inbox, "Nats-Msg-Id": name},
-        )
+        await self.nc.publish("rb.out.docs.parse", CLAIM, headers=headers)
 
     async def all_answered(self, timeout: float) -> float:
         """Wait until every request sent was answered; the perf-counter time of the last."""
@@ -256,8 +266,10 @@ class Linked:
 
 
 @contextlib.asynccontextmanager
-async def linked(work: Path, pki: Path, keys: Path, sync: str | None) -> AsyncIterator[Linked]:
-    edge_nats, cloud_nats, gateway, processes = await start_bridge(work, pki, keys, 1, sync)
+async def linked(
+    work: Path, pki: Path, keys: Path, sync: str | None, env: dict[str, str] | None = None
+) -> AsyncIterator[Linked]:
+    edge_nats, cloud_nats, gateway, processes = await start_bridge(work, pki, keys, 1, sync, env)
     bridge = Linked(
         work, edge_nats, cloud_nats, gateway, processes[0],
         CloudAnswerer(cloud_nats.url), Asker(edge_nats.url),
@@ -299,6 +311,81 @@ async def round_trip(
                 result.in_cloud.append(cloud.received[msg_id] - cloud.stored[msg_id])
                 result.back.append(answered_wall - cloud.answered[msg_id])
         return result
+
+
+# --- hop by hop ------------------------------------------------------------------------------
+
+
+class SpanKeeper(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP receiver that keeps each span's name and times, by trace id."""
+
+    def __init__(self) -> None:
+        self.traces: dict[str, dict[str, tuple[float, float]]] = {}
+
+    def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        for resource in request.resource_spans:
+            for scope in resource.scope_spans:
+                for span in scope.spans:
+                    self.traces.setdefault(span.trace_id.hex(), {})[span.name] = (
+                        span.start_time_unix_nano / 1e9,
+                        span.end_time_unix_nano / 1e9,
+                    )
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+HOPS = (
+    ("agent -> edge decision done", None, "rbridge.decide"),
+    ("-> gateway store starts", "rbridge.decide", "rbridge.store"),
+    ("-> stored in RB_IN", "rbridge.store", "stored"),
+    ("-> cloud agent has it", "stored", "received"),
+    ("-> reply pump takes the reply", "answered", "rbridge.reply.forward"),
+    ("-> edge re-identifies it", "rbridge.reply.forward", "rbridge.reidentify"),
+    ("-> agent has the reply", "rbridge.reidentify", "got"),
+)
+
+
+async def hop_by_hop(
+    work: Path, pki: Path, keys: Path, sync: str | None, rate: float, count: int
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Each hop's seconds for every request whose spans all arrived, and the round trips."""
+    keeper = SpanKeeper()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(keeper, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_TRACES_SAMPLER_ARG": "1.0"}  # fmt: skip
+    try:
+        async with linked(work, pki, keys, sync, env) as bridge:
+            agent, cloud = bridge.agent, bridge.cloud
+            agent.sent.clear()
+            agent.answers.clear()
+            agent.traces = {}
+            await paced(count, rate, lambda number: agent.ask(f"h-{number}"))
+            await agent.all_answered(120)
+            sent, answers, traces = dict(agent.sent), dict(agent.answers), dict(agent.traces)
+        # The runtimes export what is pending as they stop (above): every span is in by now.
+    finally:
+        server.stop(5).wait()
+    hops: dict[str, list[float]] = {label: [] for label, _, _ in HOPS}
+    trips: list[float] = []
+    for msg_id, trace_id in traces.items():
+        times = {name: start for name, (start, _) in keeper.traces.get(trace_id, {}).items()}
+        if msg_id not in answers or msg_id not in cloud.stored:
+            continue
+        times.update(
+            stored=cloud.stored[msg_id], received=cloud.received[msg_id],
+            answered=cloud.answered[msg_id], got=answers[msg_id][1],
+        )  # fmt: skip
+        if not all(name in times for _, _, name in HOPS):
+            continue
+        trips.append(answers[msg_id][0] - sent[msg_id][0])
+        for label, before, after in HOPS:
+            hops[label].append(
+                times[after] - (sent[msg_id][1] if before is None else times[before])
+            )
+    return hops, trips
 
 
 # --- idle ------------------------------------------------------------------------------------
@@ -353,7 +440,7 @@ async def recovery(
 # --- the report ------------------------------------------------------------------------------
 
 
-SECTIONS = ("latency", "idle", "recovery")
+SECTIONS = ("latency", "hops", "idle", "recovery")
 
 
 async def run(sync: str | None, idle_seconds: float, sections: set[str]) -> None:
@@ -363,6 +450,19 @@ async def run(sync: str | None, idle_seconds: float, sections: set[str]) -> None
     if "latency" in sections:
         for rate, count in ((10.0, 200), (1000.0, 5000)):
             await report_latency(work, pki, keys.directory, sync, rate, count)
+    if "hops" in sections:
+        rate, count = 10.0, 200
+        hops, trips = await hop_by_hop(work / "hops", pki, keys.directory, sync, rate, count)
+        trip50, trip99 = percentiles(trips) if trips else (float("nan"), float("nan"))
+        print(
+            f"\nthe round trip hop by hop at {rate:,.0f} msg/s, from the bridge's spans ({len(trips)} of "
+            f"{count} requests; tracing on: every hop also records a span), round trip p50 "
+            f"{trip50:.2f} ms, p99 {trip99:.2f} ms"
+        )
+        for label, values in hops.items():
+            if values:
+                hop50, hop99 = percentiles(values)
+                print(f"    {label:<32}p50 {hop50:7.2f} ms  p99 {hop99:7.2f} ms")
     if "idle" in sections:
         print(
             f"\nCPU with no traffic, over {idle_seconds:.0f} s "

@@ -23,6 +23,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
+from bridge import natsread
 from bridge.cancellation import within
 from bridge.errors import RbridgeError
 
@@ -204,10 +205,12 @@ async def connect(
         **extra,
     }
     try:
-        return await within(nats.connect(**options), timeout, "connection")
+        nc = await within(nats.connect(**options), timeout, "connection")
     except (TimeoutError, OSError, nats.errors.Error) as failure:
         reason = problems[0] if problems else (str(failure) or type(failure).__name__)
         reason = reason.strip()[:200]
         if _is_authorization(reason):
             reason = f"authorization refused ({reason})" + (f"; {hint}" if hint else "")
         raise NatsConnectError(identity.url, reason) from None
+    natsread.guard(nc)  # no message can stop its reader
+    return nc

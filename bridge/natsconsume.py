@@ -213,8 +213,11 @@ class PullConsumer:
         self._deliver(
             Msg(
                 _client=self.nc,
-                subject=subject.decode(),
-                reply=reply.decode(),
+                # The server stores a subject of any bytes; one that is not UTF-8 reads with
+                # U+FFFD for them, and is denied as such (nats-py's strict decode raised, which
+                # stopped the connection's reader for good).
+                subject=subject.decode("utf-8", "replace"),
+                reply=reply.decode("utf-8", "replace"),
                 data=data,
                 headers=natsread.parse_headers(headers) if headers else None,
                 _sid=self._sid,

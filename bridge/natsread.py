@@ -12,6 +12,8 @@ nats-py as before.
 The hook wraps a private method of nats-py's client, on that connection only, and routes by
 subscription id (which stays the same across reconnects). Where a nats-py release no longer has
 that method, :data:`HOOK` is False and callers subscribe with an ordinary callback instead.
+
+The same hook guards the reader: see :func:`guard`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def _routes(nc: Client) -> dict[int, Route]:
         async def process(
             sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
         ) -> Any:
+            if not (subject.isascii() and reply.isascii()):
+                subject, reply = _readable(subject), _readable(reply)
             taken = routes.get(sid)
             if taken is not None and taken(subject, reply, data, headers):
                 stats["in_msgs"] += 1
@@ -55,6 +59,25 @@ def _routes(nc: Client) -> dict[int, Route]:
         nc._process_msg = process  # type: ignore[method-assign]
         setattr(nc, _ROUTES, routes)
     return routes
+
+
+def _readable(raw: bytes) -> bytes:
+    """``raw`` as UTF-8, each byte that is not read as U+FFFD (valid UTF-8 comes back as it is)."""
+    return raw.decode("utf-8", "replace").encode()
+
+
+def guard(nc: Client) -> None:
+    """Hook ``nc``'s reader (once), so that no message can stop it.
+
+    The server passes a subject or reply subject of any bytes. nats-py decodes both as strict
+    UTF-8, and the exception it raises for one that is not ends the connection's reader for
+    good: the connection stays up and reads nothing more, and the message is redelivered to
+    whoever restarts. Behind the guard such a subject reads with U+FFFD for its bad bytes
+    (which the policy refuses as a subject). Every connection the bridge and the SDKs make is
+    guarded (:func:`bridge.natsconnect.connect`); without :data:`HOOK` this does nothing.
+    """
+    if HOOK:
+        _routes(nc)
 
 
 def route(nc: Client, sid: int, taken: Route) -> None:

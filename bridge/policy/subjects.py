@@ -13,10 +13,13 @@ from dataclasses import dataclass
 MAX_SUBJECT_LENGTH = 256
 # Whitespace and control characters (space, tab, CR, LF, NUL, every C0 control and DEL).
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+# U+FFFD, what reading a subject that is not UTF-8 puts where its bad bytes were: such a subject
+# is refused, not matched as some other subject.
+_NOT_UTF8 = "\ufffd"
 # A concrete subject of ordinary tokens (no wildcard character, no whitespace or control
 # character, no empty token) is valid whatever the mode: one match instead of a look at every
 # character, for the per-message checks (reply subjects, capabilities).
-_PLAIN_SUBJECT = re.compile(r"[^\x00-\x20\x7f.*>]+(?:\.[^\x00-\x20\x7f.*>]+)*")
+_PLAIN_SUBJECT = re.compile(r"[^\x00-\x20\x7f.*>\ufffd]+(?:\.[^\x00-\x20\x7f.*>\ufffd]+)*")
 
 
 def subject_error(subject: str, *, pattern: bool) -> str | None:
@@ -29,6 +32,8 @@ def subject_error(subject: str, *, pattern: bool) -> str | None:
         return None
     if _FORBIDDEN.search(subject) is not None:
         return "subjects may not contain whitespace or control characters"
+    if _NOT_UTF8 in subject:
+        return "the subject is not valid UTF-8 (U+FFFD stands for bytes that were not)"
     tokens = subject.split(".")
     for position, token in enumerate(tokens):
         if not token:

@@ -246,15 +246,19 @@ async def test_an_edge_restarted_on_an_older_or_foreign_bundle_never_runs_it(
     assert edge.policy.current.revision == 9
 
 
-async def publish_raw(url: str, subject: str, header_lines: list[str], payload: bytes) -> None:
-    """Publish as a client that does not check header names (not every NATS client does)."""
+async def publish_raw(
+    url: str, subject: str | bytes, header_lines: list[str], payload: bytes
+) -> None:
+    """Publish as a client that checks neither header names nor the subject's encoding (not
+    every NATS client does, and the server stores what it is given)."""
     host, port = url.removeprefix("nats://").rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
     await reader.readline()  # INFO
     block = ("NATS/1.0\r\n" + "".join(f"{line}\r\n" for line in header_lines) + "\r\n").encode()
+    raw_subject = subject if isinstance(subject, bytes) else subject.encode()
     writer.write(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n')
     writer.write(b"HPUB %b %d %d\r\n%b%b\r\nPING\r\n" % (
-        subject.encode(), len(block), len(block) + len(payload), block, payload
+        raw_subject, len(block), len(block) + len(payload), block, payload
     ))  # fmt: skip
     await writer.drain()
     assert (await reader.readline()).startswith(b"PONG")
@@ -286,4 +290,33 @@ async def test_a_header_name_nats_py_could_not_publish_on_is_denied_and_the_next
         ("allow", "rule:claim-documents-to-eu-parser"),
     ]
     await wait_stored(world, 1)
+    await local.close()
+
+
+@pytest.mark.parametrize(
+    "subject", [b"rb.out.docs.\xff\xfe", b"rb.out.\xc3(", b"rb.out.docs.parse\xed\xa0\x80"]
+)
+async def test_a_subject_that_is_not_utf8_is_denied_and_the_edge_goes_on(
+    world: World, subject: bytes
+) -> None:
+    """The server stores a subject of any bytes. Reading one (nats-py decodes it as UTF-8)
+    stopped the edge's connection reader for good, and the message came back after every
+    restart: one message stopped the site. It is denied as a bad subject, and the next leaves."""
+    await world.start_gateway()
+    edge = await world.start_edge()
+    await edge.links["cloud-eu"].wait_up(10)
+    await publish_raw(world.edge_nats.url, subject, ["Rb-Class: confidential"], orjson.dumps(CLAIM))
+    local = await nats.connect(world.edge_nats.url)
+    await local.jetstream().publish(
+        "rb.out.docs.parse", orjson.dumps(CLAIM), headers={"Rb-Class": "confidential"}
+    )
+    records = await wait_for_records(world, 2)
+    assert [(r["decision"], r["reason"]) for r in records] == [
+        ("deny", "bad-subject"),
+        ("allow", "rule:claim-documents-to-eu-parser"),
+    ]
+    assert "\ufffd" in records[0]["subject"]  # what could not be read, shown as such
+    await wait_stored(world, 1)
+    info = await local.jetstream().consumer_info("RB_OUT", "rbridge-edge")
+    assert info.num_ack_pending == 0  # the bad one was settled (terminated), not left to come back
     await local.close()

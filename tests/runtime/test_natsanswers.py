@@ -14,6 +14,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bridge import natsanswers, natspublish, natsread
+from bridge.natsconnect import NatsIdentity, connect
 from bridge.natsserver import NatsServer
 
 
@@ -121,3 +122,41 @@ async def test_answers_still_arrive_after_the_server_restarts(tmp_path: Path) ->
     finally:
         await client.close()
         server.kill()
+
+
+async def test_a_subject_or_reply_that_is_not_utf8_cannot_stop_a_guarded_reader(
+    nats_server: NatsServer,
+) -> None:
+    """nats-py decodes a message's subject and reply subject as strict UTF-8, and the exception
+    for bytes that are not stopped the connection's reader for good. Every connection made by
+    natsconnect is guarded: such a subject reads with U+FFFD, and the reader goes on."""
+    nc = await connect(NatsIdentity(nats_server.url), name="guarded")
+    seen: list[tuple[str, str, bytes]] = []
+
+    async def keep(message: Msg) -> None:
+        seen.append((message.subject, message.reply, message.data))
+
+    try:
+        await nc.subscribe("guarded.>", cb=keep)
+        await nc.flush()
+        reader, writer = await asyncio.open_connection(*nats_server.url[7:].rsplit(":", 1))
+        await reader.readline()  # INFO
+        writer.write(
+            b'CONNECT {"verbose":false}\r\n'
+            b"PUB guarded.\xff\xfe 1\r\na\r\n"
+            b"PUB guarded.ok \xc3(.reply 1\r\nb\r\n"
+            b"PUB guarded.caf\xc3\xa9 1\r\nc\r\nPING\r\n"
+        )
+        await writer.drain()
+        assert (await reader.readline()).startswith(b"PONG")
+        writer.close()
+        await nc.publish("guarded.after", b"d")
+        await until(lambda: len(seen) == 4)
+        assert seen == [
+            ("guarded.\ufffd\ufffd", "", b"a"),
+            ("guarded.ok", "\ufffd(.reply", b"b"),
+            ("guarded.caf\u00e9", "", b"c"),  # valid UTF-8 reads as it is
+            ("guarded.after", "", b"d"),
+        ]
+    finally:
+        await nc.close()

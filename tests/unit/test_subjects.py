@@ -53,6 +53,8 @@ def test_matcher_follows_nats_wildcards(pattern: str, subject: str, expected: bo
         ("docs.parse\r\n", "whitespace"),
         ("docs.\x00", "control"),
         ("a" * 300, "exceeds"),
+        ("docs.\ufffd", "not valid UTF-8"),  # what bytes that were not UTF-8 read as
+        ("\ufffd\ufffd.>", "not valid UTF-8"),
     ],
 )
 def test_bad_patterns_are_refused_with_a_reason(text: str, fragment: str) -> None:
@@ -69,6 +71,8 @@ def test_concrete_subjects_refuse_wildcards() -> None:
     assert subject_error("docs.*", pattern=False) is not None
     assert subject_error("docs.>", pattern=False) is not None
     assert subject_error("docs.parse", pattern=False) is None
+    assert subject_error("docs.caf\u00e9", pattern=False) is None  # UTF-8 is fine
+    assert subject_error("docs.\ufffd", pattern=False) is not None
 
 
 @pytest.mark.parametrize(
