@@ -206,8 +206,9 @@ class PullConsumer:
         self._arrived.set()
 
     def _off_the_wire(self, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> bool:
-        """A message as the connection's reader parsed it; one with an inline status (a
-        heartbeat, the end of a request: rare) is left to nats-py and :meth:`_on_message`."""
+        """A message as the connection's reader parsed it; one with an inline status line (a
+        heartbeat, the end of a request, or a publisher's imitation of one: rare) is left to
+        nats-py's reading and :meth:`_on_message`."""
         if headers and natsread.has_status(headers):
             return False
         self._deliver(
@@ -228,7 +229,12 @@ class PullConsumer:
     async def _on_message(self, message: Msg) -> None:
         headers = message.headers
         status = headers.get(_STATUS) if headers else None
-        if status is None:
+        if status is None or message.reply:
+            # A stored message has the subject its ack goes to; the server's statuses on a pull
+            # request's inbox have none. A header block that starts with a status line is the
+            # publisher's doing: the message is delivered (its keys plain strings) like any other.
+            if headers and status is not None:
+                message.headers = {str(getattr(k, "value", k)): v for k, v in headers.items()}
             self._deliver(message)
             return
         self._last_heard = time.monotonic()

@@ -33,6 +33,7 @@ HOOK = hasattr(Client, "_process_msg")
 
 _ROUTES = "_rbridge_routes"
 _CRLF = b"\r\n"
+_NOT_ASCII = re.compile(rb"[\x80-\xff]")
 _VERSION_LINE = len(b"NATS/1.0")
 
 
@@ -49,6 +50,11 @@ def _routes(nc: Client) -> dict[int, Route]:
         ) -> Any:
             if not (subject.isascii() and reply.isascii()):
                 subject, reply = _readable(subject), _readable(reply)
+            if headers and has_status(headers) and not headers.isascii():
+                # nats-py reads a block with an inline status line at fixed byte offsets and
+                # decodes the parts strictly: any byte beyond ASCII there can stop the reader.
+                # The server's own statuses are ASCII; a publisher's imitation is made so.
+                headers = _NOT_ASCII.sub(b"?", headers)
             taken = routes.get(sid)
             if taken is not None and taken(subject, reply, data, headers):
                 stats["in_msgs"] += 1
@@ -69,11 +75,13 @@ def _readable(raw: bytes) -> bytes:
 def guard(nc: Client) -> None:
     """Hook ``nc``'s reader (once), so that no message can stop it.
 
-    The server passes a subject or reply subject of any bytes. nats-py decodes both as strict
-    UTF-8, and the exception it raises for one that is not ends the connection's reader for
-    good: the connection stays up and reads nothing more, and the message is redelivered to
-    whoever restarts. Behind the guard such a subject reads with U+FFFD for its bad bytes
-    (which the policy refuses as a subject). Every connection the bridge and the SDKs make is
+    The server passes a subject, reply subject or header block of any bytes. nats-py decodes
+    the subjects as strict UTF-8, and a header block that starts with an inline status line at
+    fixed byte offsets, strictly too; the exception it raises for bytes that are not UTF-8 ends
+    the connection's reader for good: the connection stays up and reads nothing more, and a
+    stored message is redelivered to whoever restarts. Behind the guard a subject's bad bytes
+    read as U+FFFD (which the policy refuses in a subject), and a status line's block is ASCII
+    (each other byte a ``?``). Every connection the bridge and the SDKs make is
     guarded (:func:`bridge.natsconnect.connect`); without :data:`HOOK` this does nothing.
     """
     if HOOK:

@@ -16,6 +16,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
+from nats.js.api import Header
 
 from bridge import natsread
 from bridge.natsconsume import PullConsumer, keep_in_progress, settle_many
@@ -355,3 +356,22 @@ async def test_settling_on_a_closed_connection_leaves_the_messages_unsettled(
     with pytest.raises(nats.errors.ConnectionClosedError):
         await settle_many(doomed, [("ack", message, None)])
     assert not message._ackd  # still to be settled (or redelivered after ack_wait)
+
+
+async def test_a_stored_message_is_never_taken_for_a_server_status(nc: Client) -> None:
+    """A server status on a pull request's inbox has no reply subject; a stored message has the
+    one its ack goes to. One whose headers read as a status (a publisher's imitation) is a
+    message: delivered, not counted as a heartbeat, and no sign that the consumer was lost."""
+    consumer = PullConsumer(nc, STREAM, DURABLE, batch=8, expires=5, heartbeat=1)
+    reply = f"$JS.ACK.{STREAM}.{DURABLE}.1.1.1.1700000000000000000.0"
+    for status, description in (("100", "Idle Heartbeat"), ("409", "Consumer Deleted")):
+        headers = {"Status": status, Header.DESCRIPTION: description, "Rb-Class": "internal"}
+        await consumer._on_message(Msg(nc, "test.x", reply, b"{}", headers))
+    taken = await consumer.take()
+    assert [m.headers for m in taken] == [
+        {"Status": "100", "Description": "Idle Heartbeat", "Rb-Class": "internal"},
+        {"Status": "409", "Description": "Consumer Deleted", "Rb-Class": "internal"},
+    ]
+    assert all(type(name) is str for m in taken for name in m.headers or {})
+    assert consumer.heartbeats == 0
+    assert not consumer.lost

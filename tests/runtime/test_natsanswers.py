@@ -124,12 +124,13 @@ async def test_answers_still_arrive_after_the_server_restarts(tmp_path: Path) ->
         server.kill()
 
 
-async def test_a_subject_or_reply_that_is_not_utf8_cannot_stop_a_guarded_reader(
+async def test_bytes_that_are_not_utf8_cannot_stop_a_guarded_reader(
     nats_server: NatsServer,
 ) -> None:
-    """nats-py decodes a message's subject and reply subject as strict UTF-8, and the exception
-    for bytes that are not stopped the connection's reader for good. Every connection made by
-    natsconnect is guarded: such a subject reads with U+FFFD, and the reader goes on."""
+    """nats-py decodes a message's subject and reply subject, and a header block's inline status
+    line, as strict UTF-8, and the exception for bytes that are not stopped the connection's
+    reader for good. Every connection made by natsconnect is guarded: such a subject reads with
+    U+FFFD, such a block as ASCII, and the reader goes on."""
     nc = await connect(NatsIdentity(nats_server.url), name="guarded")
     seen: list[tuple[str, str, bytes]] = []
 
@@ -141,21 +142,36 @@ async def test_a_subject_or_reply_that_is_not_utf8_cannot_stop_a_guarded_reader(
         await nc.flush()
         reader, writer = await asyncio.open_connection(*nats_server.url[7:].rsplit(":", 1))
         await reader.readline()  # INFO
+        # Header blocks that imitate a server status, with bytes beyond ASCII where nats-py
+        # reads them at fixed offsets and decodes them strictly.
+        statuses = [
+            b"NATS/1.0 \xff\xfe\xfd\r\n\r\n",
+            b"NATS/1.0 408 Request\xff Timeout\r\nNats-Pending-Messages: 5\r\n\r\n",
+            b"NATS/1.0 100\r\nX: \xc3\r\n\r\n",
+        ]
         writer.write(
-            b'CONNECT {"verbose":false}\r\n'
+            b'CONNECT {"verbose":false,"headers":true}\r\n'
             b"PUB guarded.\xff\xfe 1\r\na\r\n"
             b"PUB guarded.ok \xc3(.reply 1\r\nb\r\n"
-            b"PUB guarded.caf\xc3\xa9 1\r\nc\r\nPING\r\n"
+            b"PUB guarded.caf\xc3\xa9 1\r\nc\r\n"
+            + b"".join(
+                b"HPUB guarded.status %d %d\r\n%bs\r\n" % (len(block), len(block) + 1, block)
+                for block in statuses
+            )
+            + b"PING\r\n"
         )
         await writer.drain()
         assert (await reader.readline()).startswith(b"PONG")
         writer.close()
         await nc.publish("guarded.after", b"d")
-        await until(lambda: len(seen) == 4)
+        await until(lambda: len(seen) == 7)
         assert seen == [
             ("guarded.\ufffd\ufffd", "", b"a"),
             ("guarded.ok", "\ufffd(.reply", b"b"),
             ("guarded.caf\u00e9", "", b"c"),  # valid UTF-8 reads as it is
+            ("guarded.status", "", b"s"),
+            ("guarded.status", "", b"s"),
+            ("guarded.status", "", b"s"),
             ("guarded.after", "", b"d"),
         ]
     finally:
