@@ -9,6 +9,9 @@ the bridge: RB_OUT on A, `rbridge edge` (policy, redaction, audit), the mTLS lin
 Prints messages/s, CPU per message of each Python process (process CPU over the run / messages),
 the bridge's ratio to (b) and (c), p50/p99 of request -> cloud agent -> reply at 1,000 msg/s, and
 the edge bridge's RSS while a backlog waits for a down link, then how fast that backlog drains.
+Targets (met/MISSED, for the run with one edge bridge): at least 0.3x the relay's messages/s,
+at most 40 us of edge bridge CPU and 20 us of gateway CPU per message. The round trip's target,
+4x one JetStream hop measured in the same run, is judged by ``bench_hotpath``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ from bridge.up.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAIM = orjson.dumps(reference_claim())
+TARGET_RATIO = 0.3  # one edge bridge's messages/s against the bare relay's
+TARGET_EDGE_US = 40.0
+TARGET_GATEWAY_US = 20.0
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -259,6 +265,14 @@ async def run(messages: int, sync: str | None, backlog: int) -> None:
         )
         print(f"{'':<36}ratio to (b) {figures['rate'] / relay_rate:.2f}, to (c) {figures['rate'] / results['leafnode'][0]:.2f}; "
               f"duplicates in RB_IN: {figures['duplicates']}; decided twice: {figures['decided_twice']}")  # fmt: skip
+    one = results["bridge-1"]
+    ratio, edge_us, gateway_us = one["rate"] / relay_rate, one["edge_cpu"][0], one["gateway_cpu"]
+    print(
+        f"targets, one edge bridge: ratio to (b) {ratio:.2f} >= {TARGET_RATIO}: "
+        f"{'met' if ratio >= TARGET_RATIO else 'MISSED'}; edge {edge_us:.2f} <= {TARGET_EDGE_US:.0f} us: "
+        f"{'met' if edge_us <= TARGET_EDGE_US else 'MISSED'}; gateway {gateway_us:.2f} <= "
+        f"{TARGET_GATEWAY_US:.0f} us: {'met' if gateway_us <= TARGET_GATEWAY_US else 'MISSED'}"
+    )
     print(
         f"round trip at 1,000 msg/s (agent -> edge -> cloud agent -> reply): p50 {latency[0]:.2f} ms, p99 {latency[1]:.2f} ms"
     )
