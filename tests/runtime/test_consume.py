@@ -42,7 +42,7 @@ async def nc(nats_server: NatsServer, reading: bool) -> AsyncIterator[Client]:
     await js.add_consumer(
         STREAM,
         config=api.ConsumerConfig(
-            durable_name=DURABLE, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=2
+            durable_name=DURABLE, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=4
         ),
     )
     yield client
@@ -184,7 +184,7 @@ async def test_a_restarted_server_is_noticed_by_the_missing_heartbeats(
 async def test_held_messages_stay_while_a_dead_consumers_come_back_within_ack_wait(
     nc: Client, nats_server: NatsServer
 ) -> None:
-    """ack_wait is 2 s: one consumer holds its message, reporting progress; another takes one
+    """ack_wait is 4 s: one consumer holds its message, reporting progress; another takes one
     and dies (its connection closed). Only the dead one's message is delivered again."""
     await publish(nc, 2)
     holder = PullConsumer(nc, STREAM, DURABLE, batch=1, expires=5, heartbeat=1)
