@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -498,31 +499,54 @@ async def run_backlog(
         cloud_nats.kill()
 
 
-class SpanCounter(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP receiver that only counts: what tracing costs the bridge, not a collector."""
+class SpanReceiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP receiver in this process: counts the spans, and keeps each one's start and end by
+    trace id and name (what the hop-by-hop timing reads)."""
 
     def __init__(self) -> None:
-        self.spans = 0
+        self.count = 0
+        self.traces: dict[str, dict[str, tuple[float, float]]] = {}
 
     def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         for resource in request.resource_spans:
             for scope in resource.scope_spans:
-                self.spans += len(scope.spans)
+                for span in scope.spans:
+                    self.count += 1
+                    self.traces.setdefault(span.trace_id.hex(), {})[span.name] = (
+                        span.start_time_unix_nano / 1e9,
+                        span.end_time_unix_nano / 1e9,
+                    )
         return trace_service_pb2.ExportTraceServiceResponse()
+
+
+@contextlib.contextmanager
+def otlp_receiver() -> Iterator[tuple[SpanReceiver, dict[str, str]]]:
+    """A receiver listening on loopback, and the environment that sends a process's spans to it."""
+    receiver = SpanReceiver()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield receiver, {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+    finally:
+        server.stop(5).wait()
 
 
 async def run_tracing(messages: int, sync: str | None) -> None:
     """The edge bridge's and the gateway's CPU per message with tracing off, and on at 100 %
     and 1 % sampling (spans exported to a receiver in this process), one after another."""
     work, pki, keys = dev_material("rbridge-bench-tracing-")
-    counter = SpanCounter()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(counter, server)  # type: ignore[no-untyped-call]
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+    with otlp_receiver() as (receiver, endpoint):
+        await _tracing_modes(work, pki, keys.directory, messages, sync, receiver, endpoint)
+
+
+async def _tracing_modes(
+    work: Path, pki: Path, keys: Path, messages: int, sync: str | None,
+    receiver: SpanReceiver, endpoint: dict[str, str],
+) -> None:  # fmt: skip
     modes = {
         "tracing off": None,
         "tracing on, 100 % sampled": {**endpoint, "OTEL_TRACES_SAMPLER_ARG": "1.0"},
@@ -530,19 +554,16 @@ async def run_tracing(messages: int, sync: str | None) -> None:
     }
     print(f"\n1 KiB claims, {messages:,} per run, one edge bridge; CPU per message")
     print(f"{'mode':<30}{'msg/s':>10}{'edge us/msg':>14}{'gateway us/msg':>16}{'spans':>10}")
-    try:
-        for name, env in modes.items():
-            before = counter.spans
-            figures = await run_bridge(
-                work / name.replace(" ", "-").replace("%", "pc").replace(",", ""),
-                pki, keys.directory, messages, 1, sync, env,
-            )  # fmt: skip
-            print(
-                f"{name:<30}{figures['rate']:>10,.0f}{figures['edge_cpu'][0]:>14.1f}"
-                f"{figures['gateway_cpu']:>16.1f}{counter.spans - before:>10,}"
-            )
-    finally:
-        server.stop(5).wait()
+    for name, env in modes.items():
+        before = receiver.count
+        figures = await run_bridge(
+            work / name.replace(" ", "-").replace("%", "pc").replace(",", ""),
+            pki, keys, messages, 1, sync, env,
+        )  # fmt: skip
+        print(
+            f"{name:<30}{figures['rate']:>10,.0f}{figures['edge_cpu'][0]:>14.1f}"
+            f"{figures['gateway_cpu']:>16.1f}{receiver.count - before:>10,}"
+        )
 
 
 def main() -> None:

@@ -33,20 +33,18 @@ import statistics
 import subprocess
 import time
 from collections.abc import AsyncIterator
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import nats
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from benchmarks.bench_e2e import (
     CLAIM,
     ROOT,
     cpu_seconds,
     dev_material,
+    otlp_receiver,
     start_bridge,
     start_process,
     stop_all,
@@ -316,25 +314,6 @@ async def round_trip(
 # --- hop by hop ------------------------------------------------------------------------------
 
 
-class SpanKeeper(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP receiver that keeps each span's name and times, by trace id."""
-
-    def __init__(self) -> None:
-        self.traces: dict[str, dict[str, tuple[float, float]]] = {}
-
-    def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        for resource in request.resource_spans:
-            for scope in resource.scope_spans:
-                for span in scope.spans:
-                    self.traces.setdefault(span.trace_id.hex(), {})[span.name] = (
-                        span.start_time_unix_nano / 1e9,
-                        span.end_time_unix_nano / 1e9,
-                    )
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
 HOPS = (
     ("agent -> edge decision done", None, "rbridge.decide"),
     ("-> gateway store starts", "rbridge.decide", "rbridge.store"),
@@ -350,13 +329,8 @@ async def hop_by_hop(
     work: Path, pki: Path, keys: Path, sync: str | None, rate: float, count: int
 ) -> tuple[dict[str, list[float]], list[float]]:
     """Each hop's seconds for every request whose spans all arrived, and the round trips."""
-    keeper = SpanKeeper()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(keeper, server)  # type: ignore[no-untyped-call]
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_TRACES_SAMPLER_ARG": "1.0"}  # fmt: skip
-    try:
+    with otlp_receiver() as (receiver, endpoint):
+        env = {**endpoint, "OTEL_TRACES_SAMPLER_ARG": "1.0"}
         async with linked(work, pki, keys, sync, env) as bridge:
             agent, cloud = bridge.agent, bridge.cloud
             agent.sent.clear()
@@ -366,12 +340,10 @@ async def hop_by_hop(
             await agent.all_answered(120)
             sent, answers, traces = dict(agent.sent), dict(agent.answers), dict(agent.traces)
         # The runtimes export what is pending as they stop (above): every span is in by now.
-    finally:
-        server.stop(5).wait()
     hops: dict[str, list[float]] = {label: [] for label, _, _ in HOPS}
     trips: list[float] = []
     for msg_id, trace_id in traces.items():
-        times = {name: start for name, (start, _) in keeper.traces.get(trace_id, {}).items()}
+        times = {name: start for name, (start, _) in receiver.traces.get(trace_id, {}).items()}
         if msg_id not in answers or msg_id not in cloud.stored:
             continue
         times.update(

@@ -43,7 +43,7 @@ async def subscribe_answers(nc: Client, subject: str, answer: Answer) -> Subscri
         _hand_over(answer, message.subject, message.data, status)
 
     def off_the_wire(subject: bytes, _reply: bytes, data: bytes, headers: bytes) -> bool:
-        _hand_over(answer, subject.decode("utf-8", "replace"), data, natsread.status_of(headers))
+        _hand_over(answer, subject.decode(), data, natsread.status_of(headers))  # UTF-8 (guard)
         return True
 
     subscription = await nc.subscribe(subject, cb=through_nats_py)

@@ -47,7 +47,6 @@ _NO_MESSAGES = "404"
 _TIMEOUT = "408"
 _CONFLICT = "409"
 _NO_RESPONDERS = "503"
-_IN_PROGRESS = b"+WPI"
 
 
 class ConsumerLost(RbridgeError):
@@ -56,12 +55,13 @@ class ConsumerLost(RbridgeError):
     retriable = True
 
 
+def _plain(name: object) -> str:
+    """A header name as text: nats-py keys a status's description by an enum member."""
+    return str(getattr(name, "value", name))
+
+
 def _description(headers: dict[str, str]) -> str:
-    # nats-py keys the status description by an enum member, not the plain string.
-    for key, value in headers.items():
-        if str(getattr(key, "value", key)) == "Description":
-            return str(value)
-    return ""
+    return next((str(v) for k, v in headers.items() if _plain(k) == "Description"), "")
 
 
 class PullConsumer:
@@ -214,11 +214,8 @@ class PullConsumer:
         self._deliver(
             Msg(
                 _client=self.nc,
-                # The server stores a subject of any bytes; one that is not UTF-8 reads with
-                # U+FFFD for them, and is denied as such (nats-py's strict decode raised, which
-                # stopped the connection's reader for good).
-                subject=subject.decode("utf-8", "replace"),
-                reply=reply.decode("utf-8", "replace"),
+                subject=subject.decode(),  # UTF-8 by now: natsread's guard comes first
+                reply=reply.decode(),
                 data=data,
                 headers=natsread.parse_headers(headers) if headers else None,
                 _sid=self._sid,
@@ -234,7 +231,7 @@ class PullConsumer:
             # request's inbox have none. A header block that starts with a status line is the
             # publisher's doing: the message is delivered (its keys plain strings) like any other.
             if headers and status is not None:
-                message.headers = {str(getattr(k, "value", k)): v for k, v in headers.items()}
+                message.headers = {_plain(k): v for k, v in headers.items()}
             self._deliver(message)
             return
         self._last_heard = time.monotonic()
@@ -275,7 +272,8 @@ class PullConsumer:
             await self._ask()  # also when nothing is asked for (a failed publish, say)
 
 
-_SETTLE = {"ack": b"+ACK", "nak": b"-NAK", "term": b"+TERM"}
+# The bytes nats-py's Msg.ack, nak and term send.
+_SETTLE = {"ack": Msg.Ack.Ack, "nak": Msg.Ack.Nak, "term": Msg.Ack.Term}
 
 
 async def settle_many(nc: Client, settled: Sequence[tuple[str, Msg, float | None]]) -> None:
@@ -314,7 +312,7 @@ async def keep_in_progress(nc: Client, held: Callable[[], Iterable[Msg]], *, eve
         await asyncio.sleep(every)
         try:
             await natspublish.publish_many(
-                nc, [(m.reply, _IN_PROGRESS, None, "") for m in list(held()) if m.reply]
+                nc, [(m.reply, Msg.Ack.Progress, None, "") for m in list(held()) if m.reply]
             )
         except Exception as error:  # disconnected: the next round, or redelivery, covers it
             log.debug("in-progress not sent: %s", type(error).__name__)

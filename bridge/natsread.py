@@ -50,7 +50,7 @@ def _routes(nc: Client) -> dict[int, Route]:
         ) -> Any:
             if not (subject.isascii() and reply.isascii()):
                 subject, reply = _readable(subject), _readable(reply)
-            if headers and has_status(headers) and not headers.isascii():
+            if headers and not headers.isascii() and has_status(headers):
                 # nats-py reads a block with an inline status line at fixed byte offsets and
                 # decodes the parts strictly: any byte beyond ASCII there can stop the reader.
                 # The server's own statuses are ASCII; a publisher's imitation is made so.

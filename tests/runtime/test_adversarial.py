@@ -266,31 +266,43 @@ async def publish_raw(
     await writer.wait_closed()
 
 
+async def raw_then_plain(
+    world: World, subject: str | bytes, header_lines: list[str]
+) -> list[dict[str, Any]]:
+    """A linked edge takes a claim from a raw-protocol client, then an ordinary one: the two
+    audit records, once the ordinary claim is stored and both were settled (none is left in
+    RB_OUT to come back)."""
+    await world.start_gateway()
+    edge = await world.start_edge()
+    await edge.links["cloud-eu"].wait_up(10)
+    await publish_raw(world.edge_nats.url, subject, header_lines, orjson.dumps(CLAIM))
+    local = await nats.connect(world.edge_nats.url)
+    try:
+        await local.jetstream().publish(
+            "rb.out.docs.parse", orjson.dumps(CLAIM), headers={"Rb-Class": "confidential"}
+        )
+        records = await wait_for_records(world, 2)
+        await wait_stored(world, 1)
+        async with asyncio.timeout(30):
+            while (await local.jetstream().consumer_info("RB_OUT", "rbridge-edge")).num_ack_pending:
+                await asyncio.sleep(0.05)
+    finally:
+        await local.close()
+    return records
+
+
 async def test_a_header_name_nats_py_could_not_publish_on_is_denied_and_the_next_message_leaves(
     world: World,
 ) -> None:
     """A name outside RFC 7230's token characters, from a client that allows it: denied at the
     edge as a bad header (the gateway could not store it), and the stream goes on."""
-    await world.start_gateway()
-    edge = await world.start_edge()
-    await edge.links["cloud-eu"].wait_up(10)
-    await publish_raw(
-        world.edge_nats.url,
-        "rb.out.docs.parse",
-        ["Rb-Class: confidential", "X(note): v"],
-        orjson.dumps(CLAIM),
+    records = await raw_then_plain(
+        world, "rb.out.docs.parse", ["Rb-Class: confidential", "X(note): v"]
     )
-    local = await nats.connect(world.edge_nats.url)
-    await local.jetstream().publish(
-        "rb.out.docs.parse", orjson.dumps(CLAIM), headers={"Rb-Class": "confidential"}
-    )
-    records = await wait_for_records(world, 2)
     assert [(r["decision"], r["reason"]) for r in records] == [
         ("deny", "bad-header"),
         ("allow", "rule:claim-documents-to-eu-parser"),
     ]
-    await wait_stored(world, 1)
-    await local.close()
 
 
 @pytest.mark.parametrize(
@@ -302,23 +314,9 @@ async def test_a_subject_that_is_not_utf8_is_denied_and_the_edge_goes_on(
     """The server stores a subject of any bytes. Reading one (nats-py decodes it as UTF-8)
     stopped the edge's connection reader for good, and the message came back after every
     restart: one message stopped the site. It is denied as a bad subject, and the next leaves."""
-    await world.start_gateway()
-    edge = await world.start_edge()
-    await edge.links["cloud-eu"].wait_up(10)
-    await publish_raw(world.edge_nats.url, subject, ["Rb-Class: confidential"], orjson.dumps(CLAIM))
-    local = await nats.connect(world.edge_nats.url)
-    await local.jetstream().publish(
-        "rb.out.docs.parse", orjson.dumps(CLAIM), headers={"Rb-Class": "confidential"}
-    )
-    records = await wait_for_records(world, 2)
+    records = await raw_then_plain(world, subject, ["Rb-Class: confidential"])
     assert [(r["decision"], r["reason"]) for r in records] == [
         ("deny", "bad-subject"),
         ("allow", "rule:claim-documents-to-eu-parser"),
     ]
     assert "\ufffd" in records[0]["subject"]  # what could not be read, shown as such
-    await wait_stored(world, 1)
-    # Both were settled (the bad one terminated), none is left to come back.
-    async with asyncio.timeout(30):
-        while (await local.jetstream().consumer_info("RB_OUT", "rbridge-edge")).num_ack_pending:
-            await asyncio.sleep(0.05)
-    await local.close()
