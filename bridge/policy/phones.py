@@ -54,10 +54,10 @@ def confirm_phone_number(
     begin = _VALUE_START.search(data, start, end)
     if begin is None:
         return []
-    labelled = _LABEL.search(data, max(0, start - 16), begin.start()) is not None
-    start = begin.start()
+    label_from, start = max(0, start - 16), begin.start()
     text = data[start:end]
-    extension = _EXTENSION.search(text)
+    # Every spelling of an extension holds an "x": most candidates skip the search.
+    extension = _EXTENSION.search(text) if b"x" in text or b"X" in text else None
     number = text[: extension.start()] if extension is not None else text
     digits = number.translate(None, b" ()-./+\t")
     if len(digits) > 15 and extension is None and (text[0] == 0x2B or text.startswith(b"00")):
@@ -73,8 +73,12 @@ def confirm_phone_number(
         return []
     if text[0] != 0x2B and _DATE_SHAPES.match(text) is not None:
         return []  # a date, or a date and a time ("08.07.1997 15:20")
-    if _ZIP4.match(number) is not None and not labelled:
-        return []  # a US ZIP+4 code
-    if number.isdigit() and not labelled and not valid_in_a_region(number.decode(), regions):
-        return []  # a bare run of digits: only a number some plan has
+    zip4 = _ZIP4.match(number) is not None
+    if zip4 or number.isdigit():
+        # Only these two shapes depend on a label before the value ("tel 12345-6789").
+        labelled = _LABEL.search(data, label_from, start) is not None
+        if zip4 and not labelled:
+            return []  # a US ZIP+4 code
+        if not zip4 and not labelled and not valid_in_a_region(number.decode(), regions):
+            return []  # a bare run of digits: only a number some plan has
     return [(start, end)]

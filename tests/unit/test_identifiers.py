@@ -42,6 +42,9 @@ def found(text: str) -> list[tuple[str, str]]:
         ),
         ("call 580-273-1785x8439 today", "580-273-1785x8439", "phone"),
         ("call (854)413-1940 ext. 6566", "(854)413-1940 ext. 6566", "phone"),
+        ("call 580-273-1785X8439 today", "580-273-1785X8439", "phone"),  # any case of "x"
+        ("call (854)413-1940 EXT. 6566", "(854)413-1940 EXT. 6566", "phone"),
+        ("TEL: 03360-8847", "03360-8847", "phone"),  # ZIP+4-shaped, but labelled
         ("Tel 0228292498", "0228292498", "phone"),
         ("ring 09098790029", "09098790029", "phone"),
         ("(0114) 496 0526", "(0114) 496 0526", "phone"),
