@@ -12,6 +12,11 @@ stripped and a CR or LF in one becomes a space, so no value can end its line ear
 The frames are appended to the connection's own outgoing buffer and its flusher is woken once
 per batch, the way ``Client.publish`` does it; where a nats-py release no longer has what this
 uses of it, every message goes through ``Client.publish`` instead (slower, the same bytes).
+
+:func:`flush` is ``Client.flush`` with the buffer written first: nats-py writes a flush's PING
+straight to the socket, ahead of the publishes and subscriptions still waiting in that buffer
+for its flusher task, and the server answers PINGs in order, so the PONG confirmed the PING
+alone (and a reply published just before a flush left after it, one wake later).
 """
 
 from __future__ import annotations
@@ -101,6 +106,21 @@ def frame(
         block,
         payload,
     )
+
+
+async def flush(nc: Client, timeout: int = 10) -> None:
+    """Write what ``nc`` has buffered, then PING, and wait for the PONG: once this returns, the
+    server has read every publish and subscription made before it. Raises what
+    ``Client.flush`` raises."""
+    pending = getattr(nc, "_pending", None)
+    transport = getattr(nc, "_transport", None)
+    flusher = getattr(nc, "_flusher_task", None)
+    if pending and nc.is_connected and transport is not None and flusher and not flusher.done():
+        # What the flusher would write on its next turn, written now, ahead of the PING.
+        nc._pending = []
+        nc._pending_data_size = 0
+        transport.writelines(pending)
+    await nc.flush(timeout)
 
 
 async def publish_many(nc: Client, messages: Sequence[Message]) -> None:

@@ -46,7 +46,7 @@ from nats.js.errors import Error as JetStreamError
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from bridge import tracing
+from bridge import natspublish, tracing
 from bridge.agentkit import (
     bucket,
     check_agent_name,
@@ -222,7 +222,7 @@ class CloudAgent:
         if self._nc is not None:
             # Everything fetched was settled above; draining pull subscriptions would only wait.
             with contextlib.suppress(NatsError, OSError, TimeoutError):
-                await self._nc.flush(timeout=2)
+                await natspublish.flush(self._nc, timeout=2)
             await self._nc.close()
             self._nc = None
 

@@ -42,7 +42,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import APIError, NoStreamResponseError
 
-from bridge import tracing
+from bridge import natspublish, tracing
 from bridge.agentkit import check_agent_name, dead_letter_headers, registrar, until_signalled
 from bridge.contract import (
     CLASSIFICATIONS,
@@ -279,7 +279,7 @@ class Agent:
             self._subscriptions.append(await self._nc.subscribe(subject, queue=self.name, cb=serve))
         self._heartbeat = Heartbeat(self, self.heartbeat_seconds)
         await self._heartbeat.start()
-        await self._nc.flush()
+        await natspublish.flush(self._nc)  # the subscriptions are the server's before "started"
         log.info("agent %s started (%s)", self.name, self.instance)
 
     async def stop(self, grace: float = 10.0) -> None:

@@ -49,7 +49,7 @@ class NatsBus:
         )
 
     async def flush(self, timeout: int = 10) -> None:
-        await self.connection.flush(timeout)
+        await natspublish.flush(self.connection, timeout)
 
 
 class _Batch:

@@ -3,9 +3,11 @@ what nats-py refuses is refused here (plus control characters in a subject)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Mapping
 
+import nats
 import pytest
 from nats.aio.client import Client
 from nats.errors import BadHeaderError, BadSubjectError
@@ -109,3 +111,53 @@ def test_names_remembered_as_good_are_bounded(monkeypatch: pytest.MonkeyPatch) -
     for number in range(50):
         natspublish.frame("rb.in.ok", b"x", headers={f"X-{number}": "v"})
     assert len(natspublish._GOOD_NAMES) == 10
+
+
+class RecordingServer:
+    """Speaks just enough of the NATS protocol for a client to connect, answers every PING, and
+    keeps the bytes the client wrote, in order."""
+
+    INFO = b'INFO {"server_id":"rec","version":"2.10.0","proto":1,"headers":true,"max_payload":1048576}\r\n'
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"nats://127.0.0.1:{port}"
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(self.INFO)
+        pings = 0
+        while data := await reader.read(1 << 16):
+            self.received.extend(data)
+            for _ in range(self.received.count(b"PING\r\n") - pings):
+                pings += 1
+                writer.write(b"PONG\r\n")
+        writer.close()
+
+
+async def test_flush_writes_what_is_buffered_before_its_ping() -> None:
+    # nats-py's own flush writes its PING straight to the socket, ahead of what its flusher
+    # task has not yet written: the server's PONG then confirmed nothing buffered before it.
+    server = RecordingServer()
+    async with server as url:
+        nc = await nats.connect(url, allow_reconnect=False)
+        try:
+            before = len(server.received)
+            await nc.subscribe("t.sub")
+            await nc.publish("t.pub", b"one")
+            await natspublish.publish_many(nc, [("t.many", b"two", {"A": "b"}, "")])
+            await natspublish.flush(nc, timeout=5)
+            wire = bytes(server.received[before:])
+        finally:
+            await nc.close()
+    ping = wire.index(b"PING\r\n")
+    for command in (b"SUB t.sub ", b"PUB t.pub ", b"HPUB t.many "):
+        assert 0 <= wire.find(command) < ping, (command, wire)
