@@ -290,7 +290,7 @@ class Engine:
             Applied(t.path.text, t.action, t.apply(document)) for t in rule.transforms
         )
         output = orjson.dumps(document)
-        leaked = self.first_unpermitted(output, rule.permit)
+        leaked = self.guard.first_unpermitted(output, rule.permit)
         if leaked is not None:
             return Decision(
                 "deny", Reason.of(ReasonKind.LEAK_GUARD, leaked), rule.name, self.name, self.revision, classification,

@@ -20,6 +20,7 @@ from bridge.policy.candidates import Found, digit_at
 REGIONS = ("US", "GB", "DE", "FR", "IT", "ES", "NL", "BE", "AT", "CH", "IE", "SE", "DK", "CA")
 
 _VALUE_START = re.compile(rb"[+(0-9]")
+_VALUE_START_BYTES = frozenset(b"+(0123456789")
 _DATE_SHAPES = re.compile(rb"\d{4}[-/. ]\d{2}[-/. ]\d{2}|\d{2}[-/. ]\d{2}[-/. ]\d{4}")
 _ZIP4 = re.compile(rb"\d{5}-\d{4}$")
 _LABEL = re.compile(rb"(?i)(?:phone|telephone|tel|mobile|mob|cell|fax|whatsapp|call)\W{0,4}$")
@@ -51,10 +52,12 @@ def confirm_phone_number(
     if digit_at(data, end):
         return []
     # Past the character before a national number, or the label before a labelled one.
-    begin = _VALUE_START.search(data, start, end)
-    if begin is None:
-        return []
-    label_from, start = max(0, start - 16), begin.start()
+    label_from = max(0, start - 16)
+    if start >= end or data[start] not in _VALUE_START_BYTES:  # (mostly it starts there)
+        begin = _VALUE_START.search(data, start, end)
+        if begin is None:
+            return []
+        start = begin.start()
     text = data[start:end]
     # Every spelling of an extension holds an "x": most candidates skip the search.
     extension = _EXTENSION.search(text) if b"x" in text or b"X" in text else None
@@ -73,7 +76,7 @@ def confirm_phone_number(
         return []
     if text[0] != 0x2B and _DATE_SHAPES.match(text) is not None:
         return []  # a date, or a date and a time ("08.07.1997 15:20")
-    zip4 = _ZIP4.match(number) is not None
+    zip4 = len(number) in (10, 11) and _ZIP4.match(number) is not None  # ($: or a newline on)
     if zip4 or number.isdigit():
         # Only these two shapes depend on a label before the value ("tel 12345-6789").
         labelled = _LABEL.search(data, label_from, start) is not None

@@ -197,7 +197,7 @@ def mask_found(value: Any, scanner: DetectorSet, only: tuple[str, ...], label: s
     """
     kind = type(value)
     if kind is str:
-        if label and _BARE_NUMBER.fullmatch(value):
+        if label and value[:1] in _NUMBER_START and _BARE_NUMBER.fullmatch(value):
             return _mask_labelled(value, value, scanner, only, label)
         spans = scanner.spans(value, only)
         if not spans:
@@ -222,6 +222,7 @@ def mask_found(value: Any, scanner: DetectorSet, only: tuple[str, ...], label: s
 
 
 _BARE_NUMBER = re.compile(r"\+?[0-9][0-9 ]{0,40}")
+_NUMBER_START = frozenset("+0123456789")  # ("" is not in it)
 
 
 def _mask_labelled(
