@@ -593,12 +593,6 @@ class _Together:
                 f"together are too large for RE2's memory budget of {_RE2_MAX_MEM >> 20} MiB"
             ) from None
 
-    def ranks_of(self, candidate: bytes) -> list[int]:
-        """The ranks of the members that match ``candidate`` whole, best first."""
-        ranks: list[int] = self.exact.Match(candidate)
-        ranks.sort()
-        return ranks
-
 
 @dataclass(slots=True)
 class DetectorSet:
@@ -837,7 +831,8 @@ class DetectorSet:
         # NHS-shaped number without the word NHS) is no refusal while another confirms it (a
         # personnummer).
         members = len(together.members)
-        ranks: list[int] = together.exact.Match(data[start:stop])  # (ranks_of, inline)
+        # The ranks of the members that match the candidate whole, best first.
+        ranks: list[int] = together.exact.Match(data[start:stop])
         ranks.sort()
         for rank in ranks:
             if rank >= members:  # no detector confirmed it: a harmless look-alike, read whole?
