@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.runtime import headers as headers_module
 from bridge.runtime.headers import MAX_HEADER_VALUE, MAX_HEADERS, header_problem, passthrough
 
 
@@ -38,3 +39,20 @@ def test_ordinary_headers_pass_and_reserved_ones_are_dropped() -> None:
     assert header_problem(headers) is None
     assert passthrough(headers) == {"Traceparent": "00-ab-cd-01"}
     assert passthrough({"rb-site": "forged", "NATS-Expected-Stream": "x"}) == {}
+
+
+def test_names_remembered_as_good_are_bounded_and_bad_ones_never_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(headers_module, "_GOOD_NAMES", set())
+    monkeypatch.setattr(headers_module, "_GOOD_NAMES_LIMIT", 10)
+    for number in range(50):
+        assert header_problem({f"X-{number}": "v"}) is None
+    assert len(headers_module._GOOD_NAMES) == 10
+    for _ in range(2):  # refused again the second time: a bad name is never remembered
+        problem = header_problem({"X(y)": "v"})
+        assert problem is not None
+        assert "forbidden character" in problem
+    assert "X(y)" not in headers_module._GOOD_NAMES
+    # A remembered name still has its value checked.
+    assert header_problem({"X-1": "a\rb"}) is not None
