@@ -8,7 +8,8 @@ duplicate-key re-check), the cost of orjson parse+dump alone, and the ratios to 
 <= 20 us per decision on one core, and <= 10x the parse+dump. Then the adversarial lines:
 192 KB of date-like notes masked and guarded (linear time: well under a second), and the same
 claim with its notes written in fullwidth digits and invisible characters (the slow path of
-the normalised view).
+the normalised view). Last, one decision made after 50 ms asleep, as a request at a low rate
+meets the process, against the loop's figure.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET_US = 20.0
 TARGET_RATIO = 10.0
 TARGET_ADVERSARIAL_S = 1.0
+COLD_SAMPLES = 40
+COLD_SLEEP = 0.05
 
 NOTES = (
     "Rear bumper and tail light damaged while the vehicle was parked outside the office on "
@@ -130,6 +133,28 @@ def main() -> None:
         lambda: engine.evaluate(disguised_message), arguments.iterations // 4, arguments.repeats
     )
     print(f"decision, notes in fullwidth digits   {unicode_us:8.2f} us  (normalised view)")
+    cold, warm = after_idle(lambda: engine.evaluate(canonical_message), COLD_SAMPLES, COLD_SLEEP)
+    print(
+        f"decision after {COLD_SLEEP * 1000:.0f} ms asleep        {cold:8.2f} us  "
+        f"({cold / fast:.1f}x the loop's; the call right after it {warm:.2f} us): what one "
+        "request at a low rate pays"
+    )
+
+
+def after_idle(function: Callable[[], object], samples: int, sleep: float) -> tuple[float, float]:
+    """Median microseconds of a call made after ``sleep`` seconds asleep, and of the call made
+    right after it: on a machine whose cores slow down or lose their caches while idle, the
+    first is what every request pays when requests are far apart."""
+    first, second = [], []
+    for _ in range(samples):
+        time.sleep(sleep)
+        started = time.perf_counter()
+        function()
+        between = time.perf_counter()
+        function()
+        first.append((between - started) * 1e6)
+        second.append((time.perf_counter() - between) * 1e6)
+    return statistics.median(first), statistics.median(second)
 
 
 _FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
