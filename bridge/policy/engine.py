@@ -301,10 +301,6 @@ class Engine:
             rule.destinations, applied, output,
         )  # fmt: skip
 
-    def first_unpermitted(self, output: bytes, permit: frozenset[str]) -> str | None:
-        """The first detector class found in ``output`` that ``permit`` does not allow."""
-        return self.guard.first_unpermitted(output, permit)
-
     # --- replies -------------------------------------------------------------------------
 
     def evaluate_reply(self, subject: str, payload: bytes) -> ReplyDecision:
