@@ -11,6 +11,7 @@ import orjson
 import pytest
 from nats.aio.msg import Msg
 
+from bridge import natspublish
 from bridge.natsserver import NatsServer
 from edge_agent import Agent, Request, asks
 from edge_agent.asks import (
@@ -109,7 +110,7 @@ async def test_asks_lost_on_their_way_are_sent_again_and_each_runs_once(
 
         try:
             await raw.subscribe("work.echo", queue="echo", cb=lose)
-            await raw.flush()
+            await natspublish.flush(raw)
             answers = await asyncio.gather(
                 *(client.ask("work.echo", {"n": n}, timeout=60) for n in range(40))
             )
@@ -197,7 +198,7 @@ async def test_a_responder_without_receipts_is_never_asked_twice_for_want_of_one
 
     try:
         await raw.subscribe("plain.slow", cb=plain)
-        await raw.flush()
+        await natspublish.flush(raw)
         async with Agent("client", nats_url=nats_server.url) as client:
             assert await client.ask("plain.slow", {}, timeout=20) == "plain"
             assert await client.ask("plain.slow", {}, timeout=20) == "plain"
@@ -231,10 +232,10 @@ async def test_a_forged_receipt_cannot_send_an_ask_elsewhere(
     try:
         await raw.subscribe("work.forged", cb=forger)
         await raw.subscribe("rb.out.>", cb=leak)
-        await raw.flush()
+        await natspublish.flush(raw)
         async with Agent("client", nats_url=nats_server.url) as client:
             assert await client.ask("work.forged", {"secret": 1}, timeout=20) == "answered"
-        await raw.flush()
+        await natspublish.flush(raw)
         assert (got, leaked) == (2, [])
     finally:
         await raw.close()

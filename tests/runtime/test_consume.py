@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.api import Header
 
-from bridge import natsread
+from bridge import natspublish, natsread
 from bridge.natsconsume import PullConsumer, keep_in_progress, settle_many
 from bridge.natsserver import NatsServer
 from bridge.runtime.settlement import Settlement
@@ -106,7 +106,7 @@ async def test_at_idle_only_one_request_per_expiry_goes_to_the_server(
         seen.append(time.monotonic())
 
     await watcher.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{DURABLE}", cb=count)
-    await watcher.flush()
+    await natspublish.flush(watcher)
     consumer = PullConsumer(nc, STREAM, DURABLE, batch=64, expires=2, heartbeat=0.25)
     await consumer.start()
     started = time.monotonic()
@@ -116,7 +116,7 @@ async def test_at_idle_only_one_request_per_expiry_goes_to_the_server(
             while consumer.heartbeats < 12:
                 await asyncio.sleep(0.05)
         elapsed = time.monotonic() - started
-        await watcher.flush()
+        await natspublish.flush(watcher)
         # A 5 ms fetch loop would have sent hundreds in this time; standing requests send one
         # per expiry (and one more if a heartbeat is late on a loaded machine).
         assert 1 <= len(seen) <= elapsed / 2 + 2, (len(seen), elapsed)
@@ -133,13 +133,13 @@ async def test_what_is_asked_for_and_held_never_exceeds_the_batch(nc: Client) ->
         async with asyncio.timeout(30):
             while consumer.buffered < 50:
                 await asyncio.sleep(0.02)
-        await nc.flush()
+        await natspublish.flush(nc)
         await asyncio.sleep(0.3)  # anything beyond the batch would have arrived by now
         assert consumer.buffered == 50
         first = await consumer.take(20)
         assert len(first) == 20
         # 30 still held: more than half the batch, so nothing more is asked for yet.
-        await nc.flush()
+        await natspublish.flush(nc)
         assert consumer.buffered == 30
         taken = await consumer.take(10)  # 20 left, under half: it asks for 30 more
         async with asyncio.timeout(30):
@@ -244,7 +244,7 @@ async def test_the_runtimes_and_a_cloud_agent_ask_nothing_at_idle_beyond_one_req
             seen[message.subject] = seen.get(message.subject, 0) + 1
 
         await watcher.subscribe("$JS.API.CONSUMER.MSG.NEXT.>", cb=count)
-        await watcher.flush()
+        await natspublish.flush(watcher)
         watchers.append(watcher)
     try:
         # Each consumer is up: the edge's, the reply pump's (the link is up) and the agent's.
@@ -253,7 +253,7 @@ async def test_the_runtimes_and_a_cloud_agent_ask_nothing_at_idle_beyond_one_req
         await asyncio.sleep(3.0)
         elapsed = time.monotonic() - started
         for watcher in watchers:
-            await watcher.flush()
+            await natspublish.flush(watcher)
         assert sum(seen.values()) <= len(seen) * (1 + elapsed / 30) + 1, (seen, elapsed)
         # ... and each of the three has a pull request standing on its server.
         for client, stream, durable in (

@@ -11,6 +11,7 @@ import nats
 import nkeys
 import pytest
 
+from bridge import natspublish
 from bridge.natsserver import NatsServer
 from bridge.runtime.natsconn import NatsConnectError, connect
 
@@ -29,7 +30,7 @@ async def test_an_nkey_seed_file_authenticates_and_nothing_else_does(tmp_path: P
     try:
         connection = await connect(server.url, nkey_seed=seed_file)
         await connection.publish("probe", b"x")
-        await connection.flush()
+        await natspublish.flush(connection)
         assert connection.is_connected
         await connection.close()
         with pytest.raises(

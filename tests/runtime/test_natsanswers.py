@@ -89,7 +89,7 @@ async def test_a_failing_answer_breaks_nothing(nc: Client) -> None:
     await natsanswers.subscribe_answers(nc, "answers.*", answer)
     await natspublish.publish_many(nc, [("answers.1", b"", None, ""), ("answers.2", b"", None, "")])
     await until(lambda: len(seen) == 2)
-    await nc.flush()
+    await natspublish.flush(nc)
     assert nc.is_connected
 
 
@@ -116,7 +116,7 @@ async def test_answers_still_arrive_after_the_server_restarts(tmp_path: Path) ->
         server.start()
         async with asyncio.timeout(30):
             await back.wait()
-        await client.flush()
+        await natspublish.flush(client)
         await natspublish.publish_many(client, [("answers.2", b"", None, "")])
         await until(lambda: answers == ["answers.1", "answers.2"])
     finally:
@@ -139,7 +139,7 @@ async def test_bytes_that_are_not_utf8_cannot_stop_a_guarded_reader(
 
     try:
         await nc.subscribe("guarded.>", cb=keep)
-        await nc.flush()
+        await natspublish.flush(nc)
         reader, writer = await asyncio.open_connection(*nats_server.url[7:].rsplit(":", 1))
         await reader.readline()  # INFO
         # Header blocks that imitate a server status, with bytes beyond ASCII where nats-py

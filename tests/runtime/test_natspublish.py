@@ -43,7 +43,7 @@ async def received(nc: Client, subject: str, count: int, send: Awaitable[None]) 
             arrived.set()
 
     subscription = await nc.subscribe(subject, cb=keep)
-    await nc.flush()
+    await natspublish.flush(nc)
     await send
     async with asyncio.timeout(30):
         await arrived.wait()
@@ -104,7 +104,7 @@ async def test_one_bad_message_sends_none_of_the_batch(
             nc, [("t.good", b"1", None, ""), ("t.big", too_big, None, "")]
         )
     await natspublish.publish_many(nc, [("t.last", b"3", None, "")])
-    await nc.flush()
+    await natspublish.flush(nc)
     async with asyncio.timeout(30):
         while not got:
             await asyncio.sleep(0.01)

@@ -17,6 +17,7 @@ import pytest
 from nats.errors import BadHeaderError
 from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StreamConfig
 
+from bridge import natspublish
 from bridge.natsserver import NatsServer
 from bridge.runtime.memory import MemoryBus, MemoryStream
 from bridge.runtime.ports import Bus, Publisher, Pulled
@@ -79,7 +80,7 @@ async def nats_backend(server: NatsServer) -> AsyncIterator[Backend]:
             return []
 
     async def published() -> list[tuple[str, bytes, dict[str, str]]]:
-        await connection.flush()
+        await natspublish.flush(connection)
         return list(seen)
 
     async def stored() -> int:
