@@ -16,11 +16,13 @@ uses of it, every message goes through ``Client.publish`` instead (slower, the s
 :func:`flush` is ``Client.flush`` with the buffer written first: nats-py writes a flush's PING
 straight to the socket, ahead of the publishes and subscriptions still waiting in that buffer
 for its flusher task, and the server answers PINGs in order, so the PONG confirmed the PING
-alone (and a reply published just before a flush left after it, one wake later).
+alone (and a reply published just before a flush left after it, one wake later). A flush that
+times out here also leaves nothing behind that its late PONG could trip over.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping, Sequence
 
@@ -28,8 +30,10 @@ from nats.aio.client import Client
 from nats.errors import (
     BadHeaderError,
     BadSubjectError,
+    BadTimeoutError,
     ConnectionClosedError,
     ConnectionDrainingError,
+    FlushTimeoutError,
     MaxPayloadError,
     OutboundBufferLimitError,
 )
@@ -39,6 +43,7 @@ HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # nats-py refuses whitespace and CR/LF in a subject; NUL and the other controls go too.
 _BAD_SUBJECT = re.compile(r"[\x00-\x20\x7f]")
 _NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+_PING = b"PING\r\n"
 _GOOD_NAMES: set[str] = set()
 _GOOD_NAMES_LIMIT = 4096  # names come from agents too: remember a bounded number
 
@@ -108,19 +113,45 @@ def frame(
     )
 
 
-async def flush(nc: Client, timeout: int = 10) -> None:
-    """Write what ``nc`` has buffered, then PING, and wait for the PONG: once this returns, the
-    server has read every publish and subscription made before it. Raises what
-    ``Client.flush`` raises."""
+async def flush(nc: Client, timeout: float = 10) -> None:
+    """Write what ``nc`` has buffered and a PING, in one write, and wait for the PONG: once
+    this returns, the server has read every publish and subscription made before it.
+
+    Raises nats-py's ``FlushTimeoutError`` when no PONG comes within ``timeout`` seconds (the
+    PONG may still come later, and is then passed over) and ``ConnectionClosedError`` on a
+    closed connection. Where the connection is not up (reconnecting) or this nats-py lacks what
+    this uses, ``Client.flush`` answers instead.
+    """
+    if timeout <= 0:
+        raise BadTimeoutError
+    if nc.is_closed:
+        raise ConnectionClosedError
     pending = getattr(nc, "_pending", None)
+    pongs = getattr(nc, "_pongs", None)
     transport = getattr(nc, "_transport", None)
-    flusher = getattr(nc, "_flusher_task", None)
-    if pending and nc.is_connected and transport is not None and flusher and not flusher.done():
-        # What the flusher would write on its next turn, written now, ahead of the PING.
-        nc._pending = []
-        nc._pending_data_size = 0
-        transport.writelines(pending)
-    await nc.flush(timeout)
+    live = all(
+        task is not None and not task.done()
+        for task in (getattr(nc, "_flusher_task", None), getattr(nc, "_reading_task", None))
+    )
+    if pending is None or pongs is None or transport is None or not live or not nc.is_connected:
+        await nc.flush(int(max(1, timeout)))
+        return
+    answered = asyncio.get_running_loop().create_future()
+    pongs.append(answered)  # answered in order: the PONG to this PING sets it
+    # What the flusher would write on its next turn, written now and ahead of the PING.
+    nc._pending = []
+    nc._pending_data_size = 0
+    transport.writelines([*pending, _PING])
+
+    async def confirmed() -> None:
+        await transport.drain()
+        # Shielded: on a timeout the future stays pending, so its late PONG sets it harmlessly.
+        await asyncio.shield(answered)
+
+    try:
+        await asyncio.wait_for(confirmed(), timeout)
+    except TimeoutError:
+        raise FlushTimeoutError from None
 
 
 async def publish_many(nc: Client, messages: Sequence[Message]) -> None:

@@ -31,6 +31,10 @@ message (False: nats-py delivers it to the subscription's callback)."""
 HOOK = hasattr(Client, "_process_msg")
 """Whether this nats-py's reader can hand messages over directly (else through callbacks)."""
 
+PONGS = hasattr(Client, "_process_pong")
+"""Whether this nats-py answers flushes the way :func:`guard` expects (a list of futures)."""
+_PONGS = "_rbridge_pongs"
+
 _ROUTES = "_rbridge_routes"
 _CRLF = b"\r\n"
 _NOT_ASCII = re.compile(rb"[\x80-\xff]")
@@ -81,11 +85,31 @@ def guard(nc: Client) -> None:
     the connection's reader for good: the connection stays up and reads nothing more, and a
     stored message is redelivered to whoever restarts. Behind the guard a subject's bad bytes
     read as U+FFFD (which the policy refuses in a subject), and a status line's block is ASCII
-    (each other byte a ``?``). Every connection the bridge and the SDKs make is
-    guarded (:func:`bridge.natsconnect.connect`); without :data:`HOOK` this does nothing.
+    (each other byte a ``?``).
+
+    A PONG that comes after its flush gave up is passed over too. nats-py cancels the flush's
+    future on a timeout but leaves it in line, and setting the result of the cancelled future
+    when the PONG comes raises in the reader, which then ends the same way.
+
+    Every connection the bridge and the SDKs make is guarded
+    (:func:`bridge.natsconnect.connect`); without :data:`HOOK` this does nothing.
     """
     if HOOK:
         _routes(nc)
+    if PONGS and _PONGS not in nc.__dict__:
+        original = nc._process_pong
+
+        async def process_pong() -> None:
+            waiting = nc._pongs
+            if waiting and waiting[0].done():  # its flush timed out: nothing to tell it
+                waiting.pop(0)
+                nc._pongs_received += 1
+                nc._pings_outstanding = 0
+                return
+            await original()
+
+        nc._process_pong = process_pong  # type: ignore[method-assign]
+        setattr(nc, _PONGS, True)
 
 
 def route(nc: Client, sid: int, taken: Route) -> None:

@@ -6,13 +6,21 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Mapping
+from typing import Any
 
 import nats
 import pytest
 from nats.aio.client import Client
-from nats.errors import BadHeaderError, BadSubjectError
+from nats.errors import (
+    BadHeaderError,
+    BadSubjectError,
+    BadTimeoutError,
+    ConnectionClosedError,
+    FlushTimeoutError,
+)
 
-from bridge import natspublish
+from bridge import natspublish, natsread
+from tests.fakenats import RecordingServer
 
 NAME_ALPHABET = "Rb-Msg-Id_x.~!#$%&'*+^`|0123456789" + " \t:é\r\n\x00/@"
 VALUE_ALPHABET = "abc XYZ-0123.:=/+é€ \t\r\n\x0b\u2028"
@@ -113,36 +121,6 @@ def test_names_remembered_as_good_are_bounded(monkeypatch: pytest.MonkeyPatch) -
     assert len(natspublish._GOOD_NAMES) == 10
 
 
-class RecordingServer:
-    """Speaks just enough of the NATS protocol for a client to connect, answers every PING, and
-    keeps the bytes the client wrote, in order."""
-
-    INFO = b'INFO {"server_id":"rec","version":"2.10.0","proto":1,"headers":true,"max_payload":1048576}\r\n'
-
-    def __init__(self) -> None:
-        self.received = bytearray()
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"nats://127.0.0.1:{port}"
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self.server is not None
-        self.server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(self.INFO)
-        pings = 0
-        while data := await reader.read(1 << 16):
-            self.received.extend(data)
-            for _ in range(self.received.count(b"PING\r\n") - pings):
-                pings += 1
-                writer.write(b"PONG\r\n")
-        writer.close()
-
-
 async def test_flush_writes_what_is_buffered_before_its_ping() -> None:
     # nats-py's own flush writes its PING straight to the socket, ahead of what its flusher
     # task has not yet written: the server's PONG then confirmed nothing buffered before it.
@@ -161,3 +139,64 @@ async def test_flush_writes_what_is_buffered_before_its_ping() -> None:
     ping = wire.index(b"PING\r\n")
     for command in (b"SUB t.sub ", b"PUB t.pub ", b"HPUB t.many "):
         assert 0 <= wire.find(command) < ping, (command, wire)
+
+
+async def late_pong_then_message(server: RecordingServer, nc: Client, flushing: Any) -> bool:
+    """Flush while the server holds its PONG (the flush times out), then the PONG and a message
+    come: whether the message still reaches its subscription."""
+    arrived = asyncio.Event()
+
+    async def keep(_message: Any) -> None:
+        arrived.set()
+
+    await nc.subscribe("t.after", cb=keep)
+    await natspublish.flush(nc, timeout=5)
+    server.hold_pongs = True
+    with pytest.raises(FlushTimeoutError):
+        await flushing()
+    server.hold_pongs = False
+    server.release_pongs()
+    server.send(b"MSG t.after " + server.sid("t.after") + b" 5\r\nhello\r\n")
+    try:
+        await asyncio.wait_for(arrived.wait(), 10)
+    except TimeoutError:
+        return False
+    return nc.is_connected
+
+
+async def test_a_flush_that_timed_out_leaves_nothing_its_late_pong_could_stop_the_reader_on() -> (
+    None
+):
+    # nats-py cancels its flush's future on a timeout and leaves it in line; the late PONG then
+    # set the cancelled future's result, and the exception ended the connection's reader.
+    server = RecordingServer()
+    async with server as url:
+        nc = await nats.connect(url, allow_reconnect=False, ping_interval=3600)
+        try:
+            assert await late_pong_then_message(
+                server, nc, lambda: natspublish.flush(nc, timeout=0.5)
+            )
+        finally:
+            await nc.close()
+
+
+async def test_a_guarded_connection_survives_a_late_pong_to_nats_pys_own_flush() -> None:
+    server = RecordingServer()
+    async with server as url:
+        nc = await nats.connect(url, allow_reconnect=False, ping_interval=3600)
+        natsread.guard(nc)
+        try:
+            assert await late_pong_then_message(server, nc, lambda: nc.flush(timeout=1))
+        finally:
+            await nc.close()
+
+
+async def test_flush_refuses_a_closed_connection_and_a_timeout_of_nothing() -> None:
+    server = RecordingServer()
+    async with server as url:
+        nc = await nats.connect(url, allow_reconnect=False, ping_interval=3600)
+        with pytest.raises(BadTimeoutError):
+            await natspublish.flush(nc, timeout=0)
+        await nc.close()
+        with pytest.raises(ConnectionClosedError):
+            await natspublish.flush(nc)
