@@ -92,7 +92,8 @@ def guard(nc: Client) -> None:
     when the PONG comes raises in the reader, which then ends the same way.
 
     Every connection the bridge and the SDKs make is guarded
-    (:func:`bridge.natsconnect.connect`); without :data:`HOOK` this does nothing.
+    (:func:`bridge.natsconnect.connect`); without :data:`HOOK` only the PONG part is, and
+    without :data:`PONGS` nothing.
     """
     if HOOK:
         _routes(nc)
