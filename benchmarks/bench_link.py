@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +108,12 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
 
-async def measure(
-    port: int, pki: Path, settings: LinkSettings, count: int, rate: float | None, label: str
-) -> dict[str, float]:
-    timings = Timings()
+def _quantiles(seconds: list[float]) -> dict[str, float]:
+    return {"p50": statistics.median(seconds) * 1000, "p99": percentile(seconds, 0.99)}
+
+
+async def _edge_link(port: int, pki: Path, settings: LinkSettings, timings: Timings) -> EdgeLink:
+    """The link of site "bench" to the gateway on ``port``, up."""
     link = EdgeLink(
         f"localhost:{port}",
         ClientTLS(TLSFiles(pki / "site-bench.pem", pki / "site-bench.key", pki / "ca.pem")),
@@ -121,6 +123,37 @@ async def measure(
     )
     await link.start()
     await link.wait_up(20)
+    return link
+
+
+@contextlib.asynccontextmanager
+async def _plain_stream(port: int, pki: Path) -> AsyncIterator[Any]:
+    """A plain gRPC stream to the gateway on ``port``, its hello answered."""
+    import grpc
+
+    from bridge.link.v1 import link_pb2 as pb
+    from bridge.link.v1 import link_pb2_grpc as pb_grpc
+
+    credentials = grpc.ssl_channel_credentials(
+        (pki / "ca.pem").read_bytes(),
+        (pki / "site-bench.key").read_bytes(),
+        (pki / "site-bench.pem").read_bytes(),
+    )
+    async with grpc.aio.secure_channel(f"localhost:{port}", credentials) as channel:
+        call = pb_grpc.LinkStub(channel).Connect()
+        await call.write(pb.EdgeFrame(hello=pb.Hello(site="bench", window=4096)))
+        await call.read()
+        try:
+            yield call
+        finally:
+            call.cancel()
+
+
+async def measure(
+    port: int, pki: Path, settings: LinkSettings, count: int, rate: float | None, label: str
+) -> dict[str, float]:
+    timings = Timings()
+    link = await _edge_link(port, pki, settings, timings)
     cpu_before = time.process_time()
     started = time.perf_counter()
     chunk = 25 if rate is not None else 256  # the edge runtime hands over what one pull brings
@@ -146,8 +179,7 @@ async def measure(
     assert timings.rejected == 0
     return {
         "rate": count / elapsed,
-        "p50": statistics.median(timings.latencies) * 1000,
-        "p99": percentile(timings.latencies, 0.99),
+        **_quantiles(timings.latencies),
         "edge_cpu_us": cpu / count * 1e6,
     }
 
@@ -162,10 +194,6 @@ def _tls(pki: Path, name: str, *, server: bool) -> ssl.SSLContext:
     return context
 
 
-def _quantiles(seconds: list[float]) -> dict[str, float]:
-    return {"p50": statistics.median(seconds) * 1000, "p99": percentile(seconds, 0.99)}
-
-
 async def one_at_a_time(
     port: int, echo_port: int, pki: Path, count: int, rate: float
 ) -> dict[str, dict[str, float]]:
@@ -174,7 +202,6 @@ async def one_at_a_time(
     import grpc
 
     from bridge.link.v1 import link_pb2 as pb
-    from bridge.link.v1 import link_pb2_grpc as pb_grpc
 
     results: dict[str, dict[str, float]] = {}
     reader, writer = await asyncio.open_connection(
@@ -193,15 +220,7 @@ async def one_at_a_time(
     writer.close()
     results["TLS echo over asyncio streams"] = _quantiles(seconds)
 
-    credentials = grpc.ssl_channel_credentials(
-        (pki / "ca.pem").read_bytes(),
-        (pki / "site-bench.key").read_bytes(),
-        (pki / "site-bench.pem").read_bytes(),
-    )
-    async with grpc.aio.secure_channel(f"localhost:{port}", credentials) as channel:
-        call = pb_grpc.LinkStub(channel).Connect()
-        await call.write(pb.EdgeFrame(hello=pb.Hello(site="bench", window=4096)))
-        await call.read()
+    async with _plain_stream(port, pki) as call:
         seconds = []
         for number in range(count):
             frame = pb.EdgeFrame()
@@ -215,19 +234,10 @@ async def one_at_a_time(
                 answer = await call.read()
             seconds.append(time.perf_counter() - started)
             await asyncio.sleep(1 / rate)
-        call.cancel()
     results["plain gRPC stream"] = _quantiles(seconds)
 
     timings = Timings()
-    link = EdgeLink(
-        f"localhost:{port}",
-        ClientTLS(TLSFiles(pki / "site-bench.pem", pki / "site-bench.key", pki / "ca.pem")),
-        Hello("bench"),
-        on_result=timings,
-        settings=LinkSettings(),
-    )
-    await link.start()
-    await link.wait_up(20)
+    link = await _edge_link(port, pki, LinkSettings(), timings)
     for number in range(count):
         envelope = Envelope(f"alone-{number}", "docs.parse", PAYLOAD, "internal", "rule", 1)
         timings.sent[envelope.id] = time.perf_counter()
@@ -236,30 +246,16 @@ async def one_at_a_time(
             await asyncio.sleep(0.0005)
         await asyncio.sleep(1 / rate)
     await link.stop(2)
-    results["the link (its defaults)"] = {
-        "p50": statistics.median(timings.latencies) * 1000,
-        "p99": percentile(timings.latencies, 0.99),
-    }
+    results["the link (its defaults)"] = _quantiles(timings.latencies)
     return results
 
 
 async def measure_raw(port: int, pki: Path, count: int) -> dict[str, float]:
     """The plainest unbatched client: one envelope per gRPC message, written back to back."""
-    import grpc
-
     from bridge.link.v1 import link_pb2 as pb
-    from bridge.link.v1 import link_pb2_grpc as pb_grpc
 
-    credentials = grpc.ssl_channel_credentials(
-        (pki / "ca.pem").read_bytes(),
-        (pki / "site-bench.key").read_bytes(),
-        (pki / "site-bench.pem").read_bytes(),
-    )
     latencies: list[float] = []
-    async with grpc.aio.secure_channel(f"localhost:{port}", credentials) as channel:
-        call = pb_grpc.LinkStub(channel).Connect()
-        await call.write(pb.EdgeFrame(hello=pb.Hello(site="bench", window=4096)))
-        await call.read()
+    async with _plain_stream(port, pki) as call:
         sent: dict[str, float] = {}
         window = asyncio.Semaphore(4096)
 
@@ -287,13 +283,7 @@ async def measure_raw(port: int, pki: Path, count: int) -> dict[str, float]:
         await reading
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_before
-        call.cancel()
-    return {
-        "rate": count / elapsed,
-        "p50": statistics.median(latencies) * 1000,
-        "p99": percentile(latencies, 0.99),
-        "edge_cpu_us": cpu / count * 1e6,
-    }
+    return {"rate": count / elapsed, **_quantiles(latencies), "edge_cpu_us": cpu / count * 1e6}
 
 
 async def run(envelopes: int) -> None:
