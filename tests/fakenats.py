@@ -5,7 +5,12 @@ the wire and in what order, which a real server does not show."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
+
+import nats
+from nats.aio.client import Client
 
 
 class RecordingServer:
@@ -59,3 +64,15 @@ class RecordingServer:
                 else:
                     writer.write(b"PONG\r\n")
         writer.close()
+
+
+@contextlib.asynccontextmanager
+async def recorded_client() -> AsyncIterator[tuple[RecordingServer, Client]]:
+    """A recording server and a client connected to it (no reconnects, no pings of its own)."""
+    server = RecordingServer()
+    async with server as url:
+        nc = await nats.connect(url, allow_reconnect=False, ping_interval=3600)
+        try:
+            yield server, nc
+        finally:
+            await nc.close()  # (nothing to do if the test closed it)

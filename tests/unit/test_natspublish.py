@@ -8,7 +8,6 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.errors import (
@@ -20,7 +19,7 @@ from nats.errors import (
 )
 
 from bridge import natspublish, natsread
-from tests.fakenats import RecordingServer
+from tests.fakenats import RecordingServer, recorded_client
 
 NAME_ALPHABET = "Rb-Msg-Id_x.~!#$%&'*+^`|0123456789" + " \t:é\r\n\x00/@"
 VALUE_ALPHABET = "abc XYZ-0123.:=/+é€ \t\r\n\x0b\u2028"
@@ -124,18 +123,13 @@ def test_names_remembered_as_good_are_bounded(monkeypatch: pytest.MonkeyPatch) -
 async def test_flush_writes_what_is_buffered_before_its_ping() -> None:
     # nats-py's own flush writes its PING straight to the socket, ahead of what its flusher
     # task has not yet written: the server's PONG then confirmed nothing buffered before it.
-    server = RecordingServer()
-    async with server as url:
-        nc = await nats.connect(url, allow_reconnect=False)
-        try:
-            before = len(server.received)
-            await nc.subscribe("t.sub")
-            await nc.publish("t.pub", b"one")
-            await natspublish.publish_many(nc, [("t.many", b"two", {"A": "b"}, "")])
-            await natspublish.flush(nc, timeout=5)
-            wire = bytes(server.received[before:])
-        finally:
-            await nc.close()
+    async with recorded_client() as (server, nc):
+        before = len(server.received)
+        await nc.subscribe("t.sub")
+        await nc.publish("t.pub", b"one")
+        await natspublish.publish_many(nc, [("t.many", b"two", {"A": "b"}, "")])
+        await natspublish.flush(nc, timeout=5)
+        wire = bytes(server.received[before:])
     ping = wire.index(b"PING\r\n")
     for command in (b"SUB t.sub ", b"PUB t.pub ", b"HPUB t.many "):
         assert 0 <= wire.find(command) < ping, (command, wire)
@@ -169,32 +163,18 @@ async def test_a_flush_that_timed_out_leaves_nothing_its_late_pong_could_stop_th
 ):
     # nats-py cancels its flush's future on a timeout and leaves it in line; the late PONG then
     # set the cancelled future's result, and the exception ended the connection's reader.
-    server = RecordingServer()
-    async with server as url:
-        nc = await nats.connect(url, allow_reconnect=False, ping_interval=3600)
-        try:
-            assert await late_pong_then_message(
-                server, nc, lambda: natspublish.flush(nc, timeout=0.5)
-            )
-        finally:
-            await nc.close()
+    async with recorded_client() as (server, nc):
+        assert await late_pong_then_message(server, nc, lambda: natspublish.flush(nc, timeout=0.5))
 
 
 async def test_a_guarded_connection_survives_a_late_pong_to_nats_pys_own_flush() -> None:
-    server = RecordingServer()
-    async with server as url:
-        nc = await nats.connect(url, allow_reconnect=False, ping_interval=3600)
+    async with recorded_client() as (server, nc):
         natsread.guard(nc)
-        try:
-            assert await late_pong_then_message(server, nc, lambda: nc.flush(timeout=1))
-        finally:
-            await nc.close()
+        assert await late_pong_then_message(server, nc, lambda: nc.flush(timeout=1))
 
 
 async def test_flush_refuses_a_closed_connection_and_a_timeout_of_nothing() -> None:
-    server = RecordingServer()
-    async with server as url:
-        nc = await nats.connect(url, allow_reconnect=False, ping_interval=3600)
+    async with recorded_client() as (_, nc):
         with pytest.raises(BadTimeoutError):
             await natspublish.flush(nc, timeout=0)
         await nc.close()
